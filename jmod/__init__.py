@@ -1,0 +1,45 @@
+"""jmod: object-oriented modules, layers and models on JAX."""
+
+from jmod import errors, initializers, module, random
+from jmod._version import __version__
+from jmod.compile import jit
+from jmod.errors import (
+    CheckpointError,
+    JmodError,
+    LayerCallError,
+    ModuleError,
+    OptimizerError,
+    SerializationError,
+    SignatureError,
+    TraceError,
+    VariableError,
+)
+from jmod.functional import functional_call
+from jmod.gradients import grad, value_and_grad
+from jmod.module import Module
+from jmod.optimizer import Optimizer
+from jmod.variables import Variable
+
+__all__ = [
+    "CheckpointError",
+    "JmodError",
+    "LayerCallError",
+    "Module",
+    "Optimizer",
+    "ModuleError",
+    "OptimizerError",
+    "SerializationError",
+    "SignatureError",
+    "TraceError",
+    "Variable",
+    "VariableError",
+    "__version__",
+    "errors",
+    "functional_call",
+    "grad",
+    "initializers",
+    "jit",
+    "module",
+    "random",
+    "value_and_grad",
+]
