@@ -1,0 +1,460 @@
+"""`Checkpoint`: saves and restores the variables of modules by path.
+
+Keys are the keyword a object was given under, then the variable's path in
+it: `Checkpoint(model=m)` writes `model/dense_1/w`, and `save_counter`. A
+restore matches keys to the variables of the objects it is given, which may be
+other Python objects of the same structure, and fills variables that do not
+exist yet (deferred build) when they are created.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import warnings
+import weakref
+
+import jax
+import numpy as np
+
+from jmod import module as _module
+from jmod.checkpoint import _format
+from jmod.errors import CheckpointError
+from jmod.variables import Variable
+
+_SAVE_COUNTER = "save_counter"
+
+
+class Checkpoint:
+    """Groups modules and variables under names, to write and restore them together.
+
+    Example:
+        >>> import os, tempfile
+        >>> model = jmod.Module()
+        >>> model.w = jmod.Variable([1.0, 2.0])
+        >>> ckpt = jmod.Checkpoint(model=model)
+        >>> path = ckpt.write(os.path.join(tempfile.mkdtemp(), "my_checkpoint"))
+        >>> jmod.checkpoint.list_variables(path)
+        [('model/w', (2,)), ('save_counter', ())]
+        >>> other = jmod.Module()
+        >>> other.w = jmod.Variable([0.0, 0.0])
+        >>> jmod.Checkpoint(model=other).restore(path).assert_consumed()
+        <CheckpointLoadStatus ...: 2 restored>
+        >>> other.w.numpy().tolist()
+        [1.0, 2.0]
+
+    Args:
+        **objects: what to save, by name: modules (anything with
+            `named_variables()`: optimizers, generators), `Variable`s, or
+            dicts/lists/tuples of those.
+    """
+
+    def __init__(self, **objects):
+        if _SAVE_COUNTER in objects:
+            raise CheckpointError(
+                f"'{_SAVE_COUNTER}' is the checkpoint's own counter; use another name"
+            )
+        for name, obj in objects.items():
+            _check_savable(name, obj)
+        self._objects = dict(sorted(objects.items()))
+        self.save_counter = Variable(0, trainable=False, name=_SAVE_COUNTER)
+        self._in_flight: WriteHandle | None = None
+        self._status: CheckpointLoadStatus | None = None
+
+    def __getattr__(self, name):
+        objects = self.__dict__.get("_objects", {})
+        if name in objects:
+            return objects[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or object {name!r}")
+
+    # -- saving ---------------------------------------------------------------
+    def named_variables(self) -> list[tuple[str, Variable]]:
+        """Every variable this checkpoint saves, as (key, Variable), each variable once."""
+        named, seen = [], set()
+        for name, obj in self._objects.items():
+            for path, var in _named_variables(name, obj):
+                if id(var) not in seen:
+                    seen.add(id(var))
+                    named.append((path, var))
+        named.append((_SAVE_COUNTER, self.save_counter))
+        return named
+
+    def write(self, path, blocking: bool = True):
+        """Writes the variables' current values as the checkpoint `path`.
+
+        Makes `path.index` and `path.data-00000-of-00001` (through temporary
+        names, so an interrupted write never damages a checkpoint already at
+        `path`) and returns `path`. With `blocking=False` it returns a
+        `WriteHandle` at once: the values are copied to host memory first, so
+        later updates do not leak into the file, and written on a thread;
+        `handle.wait()` returns `path` or raises what the write raised.
+        """
+        path = os.fspath(path)
+        self.wait()
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        if blocking:
+            # Zero-copy on CPU: the arrays' own memory streams to the file.
+            _format.write_checkpoint(path, {k: v.value for k, v in self.named_variables()})
+            return path
+        arrays = _snapshot({k: v.value for k, v in self.named_variables()})
+        self._in_flight = WriteHandle(path, lambda: _format.write_checkpoint(path, arrays))
+        return self._in_flight
+
+    def save(self, prefix, blocking: bool = True):
+        """Increments `save_counter` and writes the checkpoint `prefix-N` (N counts from 1).
+
+        Returns the path written (or a `WriteHandle` with `blocking=False`).
+
+        Example:
+            >>> import os, tempfile
+            >>> ckpt = jmod.Checkpoint(v=jmod.Variable(1.0))
+            >>> prefix = os.path.join(tempfile.mkdtemp(), "ckpt")
+            >>> os.path.basename(ckpt.save(prefix)), os.path.basename(ckpt.save(prefix))
+            ('ckpt-1', 'ckpt-2')
+        """
+        self.wait()
+        self.save_counter.assign_add(1)
+        return self.write(f"{os.fspath(prefix)}-{int(self.save_counter.value)}", blocking=blocking)
+
+    def wait(self) -> None:
+        """Blocks until a `write(..., blocking=False)` in flight has finished."""
+        handle, self._in_flight = self._in_flight, None
+        if handle is not None:
+            handle.wait()
+
+    # -- restoring ------------------------------------------------------------
+    def read(self, path, partial: bool = False) -> CheckpointLoadStatus:
+        """Restores the checkpoint at `path` (written by `write` or `save`); see `restore`."""
+        return self.restore(path, partial=partial)
+
+    def restore(self, path, partial: bool = False) -> CheckpointLoadStatus:
+        """Assigns the values of checkpoint `path` to the variables with the same keys.
+
+        Variables that exist are assigned at once; those a module creates
+        later (deferred build) are assigned when they are created. Every
+        existing match is checked first, so a shape or dtype mismatch raises
+        `CheckpointError` before any variable changes. An existing variable
+        the checkpoint has no value for is an error unless `partial=True`.
+        Checkpoint keys nothing matched are reported by the returned status
+        (`assert_consumed()`), or with a warning when the status is dropped
+        unchecked, unless `expect_partial()` was called.
+
+        `path=None` restores nothing (the status's assertions then fail), so
+        `ckpt.restore(manager.latest_checkpoint)` works on a first run.
+        """
+        self.wait()
+        if self._status is not None:
+            self._status._cancel()  # its deferred assignments must not fire any more
+        if path is None:
+            self._status = CheckpointLoadStatus(self, None, (), {})
+            return self._status
+        path = os.fspath(path)
+        index = _format.read_index(path)
+        filename = _format.index_path(path)
+        existing = dict(self.named_variables())
+        saved_counter = index.entries.get(_SAVE_COUNTER)
+        existing.pop(_SAVE_COUNTER)
+        missing = sorted(set(existing) - set(index.entries))
+        if missing and not partial:
+            shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+            raise CheckpointError(
+                f"{filename} has no value for {len(missing)} existing variable(s): {shown}; "
+                "pass partial=True to restore the rest"
+            )
+        for key in existing.keys() & index.entries.keys():
+            _check_compatible(key, existing[key], index.entries[key], filename)
+        # Deferred keys are those under a module that can still grow variables.
+        deferred_roots = {
+            name: obj for name, obj in self._objects.items() if isinstance(obj, _module.Module)
+        }
+        deferred = [
+            key
+            for key in index.entries
+            if key not in existing
+            and key != _SAVE_COUNTER
+            and key.partition("/")[0] in deferred_roots
+        ]
+        wanted = sorted(existing.keys() & index.entries.keys()) + deferred
+        if saved_counter is not None:
+            wanted.append(_SAVE_COUNTER)
+        values = _format.read_arrays(path, index, wanted)
+        status = CheckpointLoadStatus(self, path, index.entries.keys(), values)
+        status._report.unmatched = set(index.entries) - set(wanted)
+        for key in sorted(existing.keys() & index.entries.keys()):
+            existing[key].assign(_to_device(values.pop(key), existing[key]))
+            status._restored.add(key)
+        if saved_counter is not None:
+            counter = values.pop(_SAVE_COUNTER).astype(self.save_counter.dtype)
+            self.save_counter.assign(counter.reshape(()))
+        callbacks_by_root: dict[str, dict] = {}
+        for key in deferred:
+            root, _, rel = key.partition("/")
+            callbacks_by_root.setdefault(root, {})[rel] = status._deliverer(key, filename)
+        for root, callbacks in callbacks_by_root.items():
+            _module.on_variable_created(deferred_roots[root], callbacks)
+        self._status = status
+        return status
+
+
+class CheckpointLoadStatus:
+    """What a restore matched, as `tf.train.Checkpoint`'s status objects report it.
+
+    `assert_consumed()` passes when every checkpoint key was assigned to a
+    variable and every variable got a value; `assert_existing_objects_matched()`
+    when every variable that exists now got one (deferred ones may still be
+    waiting). Both return the status, so calls chain. Unmatched keys that are
+    never asserted on are reported with a warning when the status is dropped,
+    unless `expect_partial()` was called.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "c")
+        >>> _ = jmod.Checkpoint(a=jmod.Variable(1.0), b=jmod.Variable(2.0)).write(path)
+        >>> status = jmod.Checkpoint(a=jmod.Variable(0.0)).restore(path)
+        >>> status.unmatched_keys
+        ['b']
+        >>> status.expect_partial().assert_existing_objects_matched()
+        <CheckpointLoadStatus ...: 2 restored>
+    """
+
+    def __init__(self, checkpoint, path, keys, values):
+        self._checkpoint = weakref.ref(checkpoint)
+        self.path = path
+        self._keys = set(keys)
+        self._pending = values  # deferred key -> value, until its variable appears
+        self._restored: set[str] = {_SAVE_COUNTER} & self._keys
+        self._lock = threading.Lock()
+        self._report = _Report(path)
+        self._finalizer = weakref.finalize(self, self._report.emit)
+        self._cancelled = False
+
+    def __repr__(self):
+        return f"<CheckpointLoadStatus {self.path!r}: {len(self._restored)} restored>"
+
+    @property
+    def unmatched_keys(self) -> list[str]:
+        """Checkpoint keys no variable has taken (yet: a deferred build may still take them)."""
+        return sorted(self._keys - self._restored)
+
+    @property
+    def unrestored_variables(self) -> list[str]:
+        """Keys of the checkpointed objects' variables, as they are now, that got no value."""
+        checkpoint = self._checkpoint()
+        if checkpoint is None:
+            return []
+        named = {k for k, _ in checkpoint.named_variables()} - {_SAVE_COUNTER}
+        return sorted(named - self._restored)
+
+    def assert_consumed(self) -> CheckpointLoadStatus:
+        """Raises `CheckpointError` unless every key and every variable was matched."""
+        self._silence()
+        self._require_path()
+        unmatched, unrestored = self.unmatched_keys, self.unrestored_variables
+        if unmatched or unrestored:
+            raise CheckpointError(
+                f"restore of {self.path!r} was partial: checkpoint keys never assigned: "
+                f"{_list(unmatched)}; variables without a value: {_list(unrestored)}"
+            )
+        return self
+
+    def assert_existing_objects_matched(self) -> CheckpointLoadStatus:
+        """Raises `CheckpointError` if a variable that exists now got no value."""
+        self._silence()
+        self._require_path()
+        unrestored = self.unrestored_variables
+        if unrestored:
+            raise CheckpointError(
+                f"{self.path!r} has no value for existing variables: {_list(unrestored)}"
+            )
+        return self
+
+    def assert_nontrivial_match(self) -> CheckpointLoadStatus:
+        """Raises `CheckpointError` unless at least one variable was restored."""
+        self._silence()
+        self._require_path()
+        if not self._restored - {_SAVE_COUNTER}:
+            raise CheckpointError(f"restore of {self.path!r} matched no variable")
+        return self
+
+    def expect_partial(self) -> CheckpointLoadStatus:
+        """Silences the warning about unmatched keys for this restore."""
+        self._silence()
+        return self
+
+    # -- internals ------------------------------------------------------------
+    def _require_path(self):
+        if self.path is None:
+            raise CheckpointError("no checkpoint was given (path=None); nothing was restored")
+
+    def _silence(self):
+        self._report.silenced = True
+
+    def _cancel(self):
+        self._cancelled = True
+        self._silence()
+        self._pending.clear()
+
+    def _deliverer(self, key: str, filename: str):
+        # Keep only a weak link to the status: a module that never creates a
+        # variable must not keep the status (and its warning) alive forever.
+        ref = weakref.ref(self)
+        self._report.waiting.add(key)
+
+        def deliver(variable):
+            status = ref()
+            if status is None or status._cancelled:
+                return
+            with status._lock:
+                value = status._pending.pop(key, None)
+            if value is None:
+                return
+            _check_compatible(key, variable, _entry_like(key, value), filename)
+            variable.assign(_to_device(value, variable))
+            status._restored.add(key)
+            status._report.waiting.discard(key)
+
+        return deliver
+
+
+class _Report:
+    """The warning a status gives when dropped with keys still unmatched."""
+
+    def __init__(self, path):
+        self.path = path
+        self.silenced = False
+        self.waiting: set[str] = set()
+        self.unmatched: set[str] = set()
+
+    def emit(self):
+        keys = sorted(self.waiting | self.unmatched)
+        if keys and not self.silenced:
+            warnings.warn(
+                f"checkpoint {self.path!r}: {len(keys)} key(s) were never assigned to a "
+                f"variable: {_list(keys)}. Call expect_partial() on the restore status "
+                "to silence this, or assert_consumed() to make it an error.",
+                stacklevel=2,
+            )
+
+
+class WriteHandle:
+    """A checkpoint write running on a thread: `wait()` returns its path.
+
+    Example:
+        >>> import os, tempfile
+        >>> ckpt = jmod.Checkpoint(v=jmod.Variable(1.0))
+        >>> handle = ckpt.write(os.path.join(tempfile.mkdtemp(), "c"), blocking=False)
+        >>> os.path.basename(handle.wait())
+        'c'
+    """
+
+    def __init__(self, path, work, then=None):
+        self.path = path
+        self._future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run():
+            try:
+                work()
+                if then is not None:
+                    then()
+            except BaseException as err:  # handed to wait(), not lost on the thread
+                self._future.set_exception(err)
+            else:
+                self._future.set_result(path)
+
+        # Not a daemon: an interpreter that exits mid-write finishes the write first.
+        self._thread = threading.Thread(target=run, name=f"jmod-checkpoint-write {path}")
+        self._thread.start()
+
+    def done(self) -> bool:
+        """Whether the write has finished (successfully or not)."""
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Blocks until the write is on disk; returns its path or raises its error."""
+        return self._future.result(timeout)
+
+    def __repr__(self):
+        state = "done" if self.done() else "writing"
+        return f"<WriteHandle {self.path!r} {state}>"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _check_savable(name, obj):
+    if isinstance(obj, Variable) or hasattr(obj, "named_variables"):
+        return
+    if isinstance(obj, dict):
+        for key, item in obj.items():
+            _check_savable(f"{name}/{key}", item)
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            _check_savable(f"{name}/{i}", item)
+        return
+    raise CheckpointError(
+        f"Checkpoint({name}=...): cannot save a {type(obj).__name__}; give a Module, a "
+        "Variable, an object with named_variables(), or a dict/list of those"
+    )
+
+
+def _named_variables(prefix, obj):
+    if isinstance(obj, Variable):
+        yield prefix, obj
+    elif hasattr(obj, "named_variables"):
+        for path, var in obj.named_variables():
+            yield f"{prefix}/{path}", var
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            yield from _named_variables(f"{prefix}/{key}", obj[key])
+    else:
+        for i, item in enumerate(obj):
+            yield from _named_variables(f"{prefix}/{i}", item)
+
+
+def _check_compatible(key, variable, entry, filename):
+    want_shape, want_dtype = tuple(variable.shape), np.dtype(variable.dtype).name
+    if (tuple(entry.shape), entry.dtype) != (want_shape, want_dtype):
+        raise CheckpointError(
+            f"{key}: checkpoint has shape {tuple(entry.shape)} {entry.dtype}, "
+            f"the variable is {want_shape} {want_dtype} (file {filename})"
+        )
+
+
+class _entry_like:
+    """Shape and dtype of an array, read like an index entry."""
+
+    def __init__(self, key, value):
+        self.shape, self.dtype = value.shape, value.dtype.name
+
+
+def _to_device(value: np.ndarray, variable: Variable):
+    # The read buffers are 64-byte aligned, so on CPU device_put adopts them
+    # without a copy; onto the variable's current sharding where it has one.
+    current = getattr(variable, "_value", None)
+    if isinstance(current, jax.core.Tracer) or not isinstance(current, jax.Array):
+        return jax.device_put(value)  # created mid-trace: no placement to follow yet
+    return jax.device_put(value, current.sharding)
+
+
+def _snapshot(values: dict) -> dict:
+    """Host copies of `values`, so a write in the background sees them as they are now."""
+    for value in values.values():
+        if isinstance(value, jax.Array):
+            value.copy_to_host_async()
+    out = {}
+    for key, value in values.items():
+        on_cpu = isinstance(value, jax.Array) and all(d.platform == "cpu" for d in value.devices())
+        # On CPU np.asarray is a view of the device buffer, which a donating
+        # jit may reuse: copy. Elsewhere it is already a fresh host copy.
+        out[key] = np.array(value, copy=True) if on_cpu else np.asarray(value)
+    return out
+
+
+def _list(keys, limit=10):
+    if not keys:
+        return "none"
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
