@@ -1,6 +1,6 @@
 """jmod: object-oriented modules, layers and models on JAX."""
 
-from jmod import errors, initializers, module, random
+from jmod import errors, initializers, layers, module, random
 from jmod._version import __version__
 from jmod.compile import jit
 from jmod.errors import (
@@ -38,6 +38,7 @@ __all__ = [
     "functional_call",
     "grad",
     "initializers",
+    "layers",
     "jit",
     "module",
     "random",

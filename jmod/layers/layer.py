@@ -1,0 +1,419 @@
+"""`Layer`: a module that builds itself from its first input, as Keras layers do."""
+
+import functools
+import inspect
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jmod import _tracing, initializers
+from jmod.errors import JmodError, LayerCallError, SerializationError
+from jmod.layers.policy import DTypePolicy, dtype_policy
+from jmod.module import Module, _snake
+from jmod.variables import Variable
+
+_name_counts = {}
+
+
+def unique_name(base):
+    """`base`, then `base_1`, `base_2`, ... within this process (Keras layer naming)."""
+    n = _name_counts.get(base, 0)
+    _name_counts[base] = n + 1
+    return base if n == 0 else f"{base}_{n}"
+
+
+def reset_names():
+    """Starts layer naming afresh (`dense`, `dense_1`, ... again), like `clear_session`."""
+    _name_counts.clear()
+
+
+class InputSpec:
+    """What a layer accepts: rank bounds and fixed axis sizes, checked before `call`.
+
+    Example:
+        >>> spec = jmod.layers.InputSpec(min_ndim=2, axes={-1: 3})
+        >>> spec.check((4, 3)) is None
+        True
+    """
+
+    def __init__(self, ndim=None, min_ndim=None, axes=None):
+        self.ndim, self.min_ndim, self.axes = ndim, min_ndim, dict(axes or {})
+
+    def check(self, shape):
+        """None if `shape` is acceptable, else a sentence saying why not."""
+        rank = len(shape)
+        if self.ndim is not None and rank != self.ndim:
+            return f"expected inputs of rank {self.ndim}, got shape {tuple(shape)}"
+        if self.min_ndim is not None and rank < self.min_ndim:
+            return f"expected inputs of rank >= {self.min_ndim}, got shape {tuple(shape)}"
+        for axis, size in self.axes.items():
+            if -rank <= axis < rank and shape[axis] is not None and shape[axis] != size:
+                where = "last dimension" if axis == -1 else f"dimension {axis}"
+                return f"expected inputs with {where} {size}, got shape {tuple(shape)}"
+        return None
+
+
+def _describe_arg(x):
+    if isinstance(x, Variable):
+        x = x._value
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        kind = "Array" if not isinstance(x, np.ndarray) else "ndarray"
+        return f"{kind}(shape={tuple(x.shape)}, dtype={jnp.dtype(x.dtype).name})"
+    text = repr(x)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def _shape_of(x):
+    if hasattr(x, "shape"):
+        return tuple(x.shape)
+    return tuple(np.shape(x))
+
+
+def _map_shapes(inputs):
+    return jax.tree_util.tree_map(_shape_of, inputs, is_leaf=lambda x: hasattr(x, "shape"))
+
+
+# The `training` flag of the outermost layer call, handed to inner layers that
+# were not given one (Keras' call context).
+_training_stack = []
+
+
+class Layer(Module):
+    """Base class of Keras-style layers: `build` once from the first input, then `call`.
+
+    Subclasses implement `build(input_shape)` (create variables, e.g. with
+    `add_weight`) and `call(inputs, training=None, mask=None)`. Layers whose
+    `__init__` takes only plain values get `get_config` for free.
+
+    Example:
+        >>> class Scale(jmod.layers.Layer):
+        ...     def build(self, input_shape):
+        ...         self.k = self.add_weight("k", (input_shape[-1],), initializer="ones")
+        ...     def call(self, inputs):
+        ...         return inputs * self.k
+        >>> layer = Scale()
+        >>> layer(jnp.ones((2, 3))).shape, layer.built
+        ((2, 3), True)
+
+    Args:
+        name: a name; by default a unique snake_case one (`scale`, `scale_1`, ...).
+        trainable: whether the layer's variables are trained.
+        dtype: a dtype or `DTypePolicy` name (`"mixed_bfloat16"`).
+    """
+
+    _jmod_untracked = frozenset({"input_spec"})
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_jmod_captures", False):
+            cls.__init__ = _capture_init_args(init)
+        call = cls.__dict__.get("call")
+        if call is not None:
+            params = inspect.signature(call).parameters
+            cls._jmod_call_takes = frozenset(params)
+            cls._jmod_call_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, **kwargs):
+        if kwargs:
+            raise SerializationError(
+                f"{type(self).__name__}: unexpected keyword arguments {sorted(kwargs)}; "
+                "a layer takes name, trainable, dtype and its own arguments"
+            )
+        if name is not None and not isinstance(name, str):
+            raise SerializationError(f"layer name must be a str, got {type(name).__name__}")
+        super().__init__(name=name or unique_name(_snake(type(self).__name__)))
+        self.built = False
+        self.dtype_policy = DTypePolicy(dtype) if dtype is not None else dtype_policy()
+        self.input_spec = None
+        self._trainable = bool(trainable)
+        self._losses = []
+        self._build_shape = None
+        self._batch_input_shape = (None, *input_shape) if input_shape is not None else None
+
+    # -- dtype -------------------------------------------------------------------
+    @property
+    def dtype(self):
+        """The dtype variables are stored in."""
+        return self.dtype_policy.variable_dtype
+
+    @property
+    def compute_dtype(self):
+        """The dtype the layer computes in (bfloat16 under `"mixed_bfloat16"`)."""
+        return self.dtype_policy.compute_dtype
+
+    def _cast(self, x):
+        """`x` (a variable or array) in the compute dtype, if it is floating."""
+        x = x.value if isinstance(x, Variable) else x
+        if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != self.compute_dtype:
+            return x.astype(self.compute_dtype)
+        return x
+
+    # -- trainability --------------------------------------------------------------
+    @property
+    def trainable(self):
+        """Setting False freezes every variable of this layer and its sublayers."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, flag):
+        flag = bool(flag)
+        self._trainable = flag
+        frozen_at_creation = self.__dict__.get("_jmod_frozen", set())
+        for var in self.variables:
+            var.trainable = flag and id(var) not in frozen_at_creation
+        for sub in self.submodules:
+            if isinstance(sub, Layer):
+                sub.__dict__["_trainable"] = flag
+
+    # -- weights -------------------------------------------------------------------
+    def add_weight(
+        self, name=None, shape=(), initializer=None, trainable=True, dtype=None, regularizer=None
+    ):
+        """Creates a variable, attaches it as attribute `name` and returns it.
+
+        Args:
+            name: attribute name (and variable name); auto-numbered if None.
+            shape: the variable's shape.
+            initializer: a name (`"glorot_uniform"`), an `Initializer` or a callable
+                `(shape, dtype) -> array`; default glorot_uniform for floats, zeros else.
+            trainable: whether it is trained.
+            dtype: defaults to the layer's variable dtype.
+            regularizer: a callable `(value) -> scalar` whose result is added to
+                `losses` on every call.
+        """
+        dtype = jnp.dtype(dtype or self.dtype)
+        if initializer is None:
+            initializer = "glorot_uniform" if jnp.issubdtype(dtype, jnp.floating) else "zeros"
+        init = initializers.get(initializer)
+        if name is None:
+            name = unique_name(f"_{self.name}_variable").split(f"_{self.name}_", 1)[1]
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SerializationError(
+                f"layer {self.name!r}: weight name {name!r} is not an identifier"
+            )
+        var = Variable(
+            init(tuple(shape), dtype),
+            trainable=trainable and self._trainable,
+            name=name,
+            dtype=dtype,
+        )
+        if not trainable:
+            self.__dict__.setdefault("_jmod_frozen", set()).add(id(var))
+        if regularizer is not None:
+            self.__dict__.setdefault("_jmod_regularizers", []).append((var, regularizer))
+        setattr(self, name, var)
+        return var
+
+    @property
+    def weights(self):
+        """All variables, as a list (Keras)."""
+        return list(self.variables)
+
+    @property
+    def trainable_weights(self):
+        return list(self.trainable_variables)
+
+    @property
+    def non_trainable_weights(self):
+        return list(self.non_trainable_variables)
+
+    def count_params(self):
+        """The number of scalars in all variables."""
+        return int(sum(np.prod(v.shape, dtype=np.int64) for v in self.variables))
+
+    def get_weights(self):
+        """Variable values as NumPy arrays, in `variables` order."""
+        return [np.asarray(v.value) for v in self.variables]
+
+    def set_weights(self, weights):
+        """Assigns NumPy arrays in `variables` order."""
+        variables = self.variables
+        if len(weights) != len(variables):
+            raise LayerCallError(
+                f"layer {self.name!r}: set_weights got {len(weights)} arrays, the layer has "
+                f"{len(variables)} variables"
+            )
+        for var, w in zip(variables, weights):
+            var.assign(w)
+
+    # -- losses --------------------------------------------------------------------
+    def add_loss(self, loss):
+        """Adds a scalar to `losses` (reset at the start of each call)."""
+        self._losses.append(loss)
+
+    @property
+    def losses(self):
+        """Losses added during the last call, of this layer and its sublayers."""
+        out = list(self._losses)
+        for var, reg in self.__dict__.get("_jmod_regularizers", ()):
+            out.append(reg(var.value))
+        for sub in self.submodules:
+            if isinstance(sub, Layer):
+                out.extend(sub._losses)
+                for var, reg in sub.__dict__.get("_jmod_regularizers", ()):
+                    out.append(reg(var.value))
+        return out
+
+    # -- building and calling ------------------------------------------------------
+    def build(self, input_shape):
+        """Creates the layer's variables from the first input's shape; runs once."""
+
+    def call(self, inputs, *args, **kwargs):
+        """The layer's computation. Subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement call()")
+
+    def compute_output_shape(self, input_shape):
+        """The output shape for `input_shape` (traced abstractly, never run)."""
+        spec = jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(
+                tuple(1 if d is None else d for d in s), self.compute_dtype
+            ),
+            input_shape,
+            is_leaf=lambda s: (
+                isinstance(s, (tuple, list)) and all(d is None or isinstance(d, int) for d in s)
+            ),
+        )
+        out = jax.eval_shape(lambda x: self(x), spec)
+        return jax.tree_util.tree_map(lambda o: tuple(o.shape), out)
+
+    def _maybe_build(self, inputs):
+        if self.built:
+            return
+        shape = _map_shapes(inputs)
+        self._build_shape = shape
+        self.build(shape)
+        self.built = True
+
+    def __call__(self, inputs, *args, **kwargs):
+        functional = _functional_hook()
+        if functional is not None and functional.is_symbolic(inputs):
+            return functional.call_symbolic(self, inputs, *args, **kwargs)
+        cls = type(self)
+        takes = getattr(cls, "_jmod_call_takes", frozenset())
+        if "training" in takes or getattr(cls, "_jmod_call_var_kw", False):
+            if kwargs.get("training") is None and _training_stack:
+                kwargs["training"] = _training_stack[-1]
+        elif kwargs.get("training") is None:
+            kwargs.pop("training", None)
+        if "mask" not in takes and kwargs.get("mask") is None:
+            kwargs.pop("mask", None)
+        inputs = jax.tree_util.tree_map(self._convert_input, inputs)
+        try:
+            self._maybe_build(inputs)
+            if self.input_spec is not None:
+                problem = self.input_spec.check(_shape_of(jax.tree_util.tree_leaves(inputs)[0]))
+                if problem:
+                    raise LayerCallError(self._call_message(problem, inputs, args, kwargs))
+            self._losses.clear()
+            _training_stack.append(kwargs.get("training"))
+            try:
+                return self.call(inputs, *args, **kwargs)
+            finally:
+                _training_stack.pop()
+        except (JmodError, _tracing.Capture, jax.errors.JAXTypeError):
+            raise
+        except (TypeError, ValueError) as e:
+            raise LayerCallError(self._call_message(str(e), inputs, args, kwargs)) from e
+
+    def _convert_input(self, x):
+        if isinstance(x, Variable):
+            x = x.value
+        if not hasattr(x, "dtype") and isinstance(x, (list, tuple, int, float)):
+            x = jnp.asarray(x)
+        if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
+            if x.dtype != self.compute_dtype:
+                x = jnp.asarray(x, self.compute_dtype)
+        return x
+
+    def _call_message(self, problem, inputs, args, kwargs):
+        received = [f"inputs={_describe_arg(inputs)}"]
+        received += [_describe_arg(a) for a in args]
+        received += [f"{k}={_describe_arg(v)}" for k, v in kwargs.items()]
+        built = f" (built for input shape {self._build_shape})" if self._build_shape else ""
+        return (
+            f"layer {self.name!r} ({type(self).__name__}){built}: {problem}\n"
+            f"Call arguments received: {', '.join(received)}"
+        )
+
+    # -- config --------------------------------------------------------------------
+    def get_config(self):
+        """The constructor arguments that rebuild this layer (JSON-serializable).
+
+        Layers whose `__init__` takes only plain values (numbers, strings,
+        lists, dicts, None) need not override this: the arguments they were
+        constructed with are captured.
+        """
+        config = {"name": self.name, "trainable": self.trainable}
+        if self.dtype_policy.name != dtype_policy().name or "dtype" in self.__dict__.get(
+            "_jmod_init_args", {}
+        ):
+            config["dtype"] = self.dtype_policy.name
+        captured = self.__dict__.get("_jmod_init_args")
+        if captured is None:
+            return config
+        for key, value in captured.items():
+            if not _plain(value):
+                raise SerializationError(
+                    f"layer {self.name!r} ({type(self).__name__}): constructor argument "
+                    f"{key}={type(value).__name__} is not a plain value; override get_config()"
+                )
+            config.setdefault(key, value)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds a layer from `get_config()`'s dict."""
+        return cls(**config)
+
+
+def _plain(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _capture_init_args(init):
+    # Records the arguments of the outermost __init__ so that get_config can
+    # rebuild user layers without boilerplate.
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        if "_jmod_init_args" not in self.__dict__:
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:
+                bound = None
+            captured = {}
+            if bound is not None:
+                for key, value in list(bound.arguments.items())[1:]:
+                    kind = signature.parameters[key].kind
+                    if kind is inspect.Parameter.VAR_KEYWORD:
+                        captured.update(value)
+                    elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                        captured[key] = value
+            self.__dict__["_jmod_init_args"] = captured
+        init(self, *args, **kwargs)
+
+    wrapper._jmod_captures = True
+    return wrapper
+
+
+def _functional_hook():
+    # The functional API (jmod.models) registers itself here when imported.
+    return _FUNCTIONAL[0]
+
+
+_FUNCTIONAL = [None]
+
+
+def register_functional(hook):
+    """Lets the functional API intercept calls on symbolic inputs (internal)."""
+    _FUNCTIONAL[0] = hook
