@@ -92,14 +92,15 @@ def graph_def_from_jaxpr(closed_jaxpr, input_names=None, output_names=None, stat
     jaxpr = closed_jaxpr.jaxpr
     input_names = list(input_names or ())
     output_names = list(output_names or ())
-    readers = _reader_scopes(jaxpr)
     builder = _GraphBuilder()
     env = {}
     for i, var in enumerate(jaxpr.invars):
         name = input_names[i] if i < len(input_names) and input_names[i] else "input"
         if i < state_inputs:
-            name = _place_variable(name, readers.get(var, ()))
-        env[var] = builder.leaf("Placeholder", name, var.aval)
+            # Named when first read, once the reading module's scope is known.
+            env[var] = _Variable(name, var.aval)
+        else:
+            env[var] = builder.leaf("Placeholder", name, var.aval)
     for i, (var, value) in enumerate(zip(jaxpr.constvars, closed_jaxpr.consts, strict=True)):
         env[var] = builder.leaf("Const", f"const_{i}", var.aval, value=value)
     builder.add_eqns(jaxpr.eqns, env, scope="")
@@ -107,6 +108,8 @@ def graph_def_from_jaxpr(closed_jaxpr, input_names=None, output_names=None, stat
         name = output_names[i] if i < len(output_names) and output_names[i] else "output"
         source = builder.input_ref(var, env, scope="")
         builder.node("Identity", name, [source], [var.aval])
+    for var in jaxpr.invars[:state_inputs]:
+        builder.input_ref(var, env, scope="")  # variables nothing reads
     return builder.graph
 
 
@@ -213,6 +216,15 @@ def _key_name(key):
     return str(key)
 
 
+class _Variable:
+    """A state input whose placeholder is made when an operation first reads it."""
+
+    def __init__(self, path, aval):
+        self.path = path
+        self.aval = aval
+        self.ref = None
+
+
 class _GraphBuilder:
     """Accumulates nodes with TensorFlow-style unique names (`add`, `add_1`)."""
 
@@ -257,8 +269,16 @@ class _GraphBuilder:
         if isinstance(atom, jex_core.Literal):
             node, index = self.leaf("Const", _join(scope, "Const"), atom.aval, atom.val)
         else:
-            node, index = env[atom]
+            node, index = self.resolve(env[atom], scope)
         return node if index == 0 else f"{node}:{index}"
+
+    def resolve(self, value, scope):
+        if isinstance(value, _Variable):
+            if value.ref is None:
+                name = _place_variable(value.path, scope)
+                value.ref = self.leaf("Placeholder", name, value.aval)
+            return value.ref
+        return value
 
     def add_eqns(self, eqns, env, scope):
         for eqn in eqns:
@@ -268,7 +288,7 @@ class _GraphBuilder:
             if body is not None:
                 inner_jaxpr, consts = body
                 inner_scope = eqn_scope
-                if name in _SCOPED_CALLS:
+                if name in _SCOPED_CALLS and not _labels_itself(inner_jaxpr):
                     inner_scope = _join(eqn_scope, str(eqn.params.get("name") or name))
                 inner_env = {}
                 for var, value in zip(inner_jaxpr.constvars, consts, strict=True):
@@ -276,11 +296,16 @@ class _GraphBuilder:
                         "Const", _join(inner_scope, "Const"), var.aval, value
                     )
                 for inner, outer in zip(inner_jaxpr.invars, eqn.invars, strict=True):
-                    inner_env[inner] = _parse_ref(self.input_ref(outer, env, scope=eqn_scope))
+                    if isinstance(outer, jex_core.Literal):
+                        inner_env[inner] = _parse_ref(self.input_ref(outer, env, eqn_scope))
+                    else:
+                        inner_env[inner] = env[outer]  # variables stay unnamed until read
                 self.add_eqns(inner_jaxpr.eqns, inner_env, inner_scope)
                 for inner, outer in zip(inner_jaxpr.outvars, eqn.outvars, strict=True):
-                    ref = self.input_ref(inner, inner_env, scope=inner_scope)
-                    env[outer] = _parse_ref(ref)
+                    if isinstance(inner, jex_core.Literal):
+                        env[outer] = _parse_ref(self.input_ref(inner, inner_env, inner_scope))
+                    else:
+                        env[outer] = inner_env[inner]
                 continue
             inputs = [self.input_ref(v, env, scope=eqn_scope) for v in eqn.invars]
             avals = [v.aval for v in eqn.outvars]
@@ -328,27 +353,21 @@ def _as_jaxpr(value):
     return value.jaxpr if isinstance(value, jex_core.ClosedJaxpr) else value
 
 
-def _reader_scopes(jaxpr):
-    """For each input variable, the name scopes of the equations reading it, in order."""
-    readers = {}
-    for eqn in jaxpr.eqns:
-        for var in eqn.invars:
-            if not isinstance(var, jex_core.Literal):
-                readers.setdefault(var, []).append(str(eqn.source_info.name_stack))
-    return readers
+def _labels_itself(jaxpr):
+    # A nested jmod.jit opens its own module scope: no extra box for its name.
+    return bool(jaxpr.eqns) and all(str(e.source_info.name_stack) for e in jaxpr.eqns)
 
 
-def _place_variable(path, reader_scopes):
-    """`<reader scope>/<leaf>` for the first reader inside the variable's module."""
+def _place_variable(path, scope):
+    """`<scope up to the variable's module>/<leaf>` if it reads inside that module."""
     parent, _, leaf = path.rpartition("/")
     if not parent:
         return path
     owner = parent.rpartition("/")[2]
-    for scope in reader_scopes:
-        parts = _clean_name(scope).split("/")
-        for depth in range(len(parts), 0, -1):
-            if _strip_transforms(parts[depth - 1]) == owner:
-                return "/".join([*parts[:depth], leaf])
+    parts = _clean_name(scope).split("/") if scope else []
+    for depth in range(len(parts), 0, -1):
+        if _strip_transforms(parts[depth - 1]) == owner:
+            return "/".join([*parts[:depth], leaf])
     return path
 
 
