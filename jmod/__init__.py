@@ -14,7 +14,7 @@ from jmod.errors import (
     TraceError,
     VariableError,
 )
-from jmod.functional import functional_call
+from jmod.bridge import functional_call
 from jmod.gradients import grad, value_and_grad
 from jmod.module import Module
 from jmod.optimizer import Optimizer

@@ -1,4 +1,4 @@
-"""`functional_call`: run a module on a given state, as a pure function."""
+"""The bridge to pure functions: `functional_call` runs a module on a given state."""
 
 import jax
 
