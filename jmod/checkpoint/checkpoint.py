@@ -147,7 +147,7 @@ class Checkpoint:
         """
         self.wait()
         if self._status is not None:
-            self._status._cancel()  # its deferred assignments must not fire any more
+            self._status._restore.cancel()  # its deferred assignments must not fire any more
         if path is None:
             self._status = CheckpointLoadStatus(self, None, (), {})
             return self._status
@@ -164,37 +164,35 @@ class Checkpoint:
                 f"{filename} has no value for {len(missing)} existing variable(s): {shown}; "
                 "pass partial=True to restore the rest"
             )
-        for key in existing.keys() & index.entries.keys():
+        for key in sorted(existing.keys() & index.entries.keys()):
             _check_compatible(key, existing[key], index.entries[key], filename)
         # Deferred keys are those under a module that can still grow variables.
-        deferred_roots = {
-            name: obj for name, obj in self._objects.items() if isinstance(obj, _module.Module)
-        }
-        deferred = [
-            key
-            for key in index.entries
-            if key not in existing
-            and key != _SAVE_COUNTER
-            and key.partition("/")[0] in deferred_roots
-        ]
-        wanted = sorted(existing.keys() & index.entries.keys()) + deferred
+        roots = dict(r for name, obj in self._objects.items() for r in _module_roots(name, obj))
+        deferred = {}
+        for key in index.entries:
+            if key not in existing and key != _SAVE_COUNTER:
+                root = _root_of(key, roots)
+                if root is not None:
+                    deferred[key] = root
+        wanted = sorted(existing.keys() & index.entries.keys()) + list(deferred)
         if saved_counter is not None:
             wanted.append(_SAVE_COUNTER)
         values = _format.read_arrays(path, index, wanted)
         status = CheckpointLoadStatus(self, path, index.entries.keys(), values)
-        status._report.unmatched = set(index.entries) - set(wanted)
+        restore = status._restore
+        restore.report.unmatched = set(index.entries) - set(wanted) - {_SAVE_COUNTER}
         for key in sorted(existing.keys() & index.entries.keys()):
             existing[key].assign(_to_device(values.pop(key), existing[key]))
-            status._restored.add(key)
+            restore.restored.add(key)
         if saved_counter is not None:
             counter = values.pop(_SAVE_COUNTER).astype(self.save_counter.dtype)
             self.save_counter.assign(counter.reshape(()))
         callbacks_by_root: dict[str, dict] = {}
-        for key in deferred:
-            root, _, rel = key.partition("/")
-            callbacks_by_root.setdefault(root, {})[rel] = status._deliverer(key, filename)
+        for key, root in deferred.items():
+            rel = key[len(root) + 1 :]
+            callbacks_by_root.setdefault(root, {})[rel] = restore.deliverer(key, filename)
         for root, callbacks in callbacks_by_root.items():
-            _module.on_variable_created(deferred_roots[root], callbacks)
+            _module.on_variable_created(roots[root], callbacks)
         self._status = status
         return status
 
@@ -221,37 +219,27 @@ class CheckpointLoadStatus:
     """
 
     def __init__(self, checkpoint, path, keys, values):
-        self._checkpoint = weakref.ref(checkpoint)
+        self._checkpoint = checkpoint
         self.path = path
-        self._keys = set(keys)
-        self._pending = values  # deferred key -> value, until its variable appears
-        self._restored: set[str] = {_SAVE_COUNTER} & self._keys
-        self._lock = threading.Lock()
-        self._report = _Report(path)
-        self._finalizer = weakref.finalize(self, self._report.emit)
-        self._cancelled = False
+        self._restore = _Restore(path, keys, values)
 
     def __repr__(self):
-        return f"<CheckpointLoadStatus {self.path!r}: {len(self._restored)} restored>"
+        return f"<CheckpointLoadStatus {self.path!r}: {len(self._restore.restored)} restored>"
 
     @property
     def unmatched_keys(self) -> list[str]:
         """Checkpoint keys no variable has taken (yet: a deferred build may still take them)."""
-        return sorted(self._keys - self._restored)
+        return sorted(self._restore.keys - self._restore.restored)
 
     @property
     def unrestored_variables(self) -> list[str]:
         """Keys of the checkpointed objects' variables, as they are now, that got no value."""
-        checkpoint = self._checkpoint()
-        if checkpoint is None:
-            return []
-        named = {k for k, _ in checkpoint.named_variables()} - {_SAVE_COUNTER}
-        return sorted(named - self._restored)
+        named = {k for k, _ in self._checkpoint.named_variables()} - {_SAVE_COUNTER}
+        return sorted(named - self._restore.restored)
 
     def assert_consumed(self) -> CheckpointLoadStatus:
         """Raises `CheckpointError` unless every key and every variable was matched."""
-        self._silence()
-        self._require_path()
+        self._checked()
         unmatched, unrestored = self.unmatched_keys, self.unrestored_variables
         if unmatched or unrestored:
             raise CheckpointError(
@@ -262,8 +250,7 @@ class CheckpointLoadStatus:
 
     def assert_existing_objects_matched(self) -> CheckpointLoadStatus:
         """Raises `CheckpointError` if a variable that exists now got no value."""
-        self._silence()
-        self._require_path()
+        self._checked()
         unrestored = self.unrestored_variables
         if unrestored:
             raise CheckpointError(
@@ -273,54 +260,64 @@ class CheckpointLoadStatus:
 
     def assert_nontrivial_match(self) -> CheckpointLoadStatus:
         """Raises `CheckpointError` unless at least one variable was restored."""
-        self._silence()
-        self._require_path()
-        if not self._restored - {_SAVE_COUNTER}:
+        self._checked()
+        if not self._restore.restored - {_SAVE_COUNTER}:
             raise CheckpointError(f"restore of {self.path!r} matched no variable")
         return self
 
     def expect_partial(self) -> CheckpointLoadStatus:
         """Silences the warning about unmatched keys for this restore."""
-        self._silence()
+        self._restore.report.silenced = True
         return self
 
-    # -- internals ------------------------------------------------------------
-    def _require_path(self):
+    def _checked(self):
+        self._restore.report.silenced = True  # the user is looking: no warning later
         if self.path is None:
             raise CheckpointError("no checkpoint was given (path=None); nothing was restored")
 
-    def _silence(self):
-        self._report.silenced = True
 
-    def _cancel(self):
-        self._cancelled = True
-        self._silence()
-        self._pending.clear()
+class _Restore:
+    """One restore's shared state: the status and the deferred callbacks both hold it.
 
-    def _deliverer(self, key: str, filename: str):
-        # Keep only a weak link to the status: a module that never creates a
-        # variable must not keep the status (and its warning) alive forever.
-        ref = weakref.ref(self)
-        self._report.waiting.add(key)
+    Callbacks hold it strongly, so deferred values arrive even when the status
+    is dropped right away (`ckpt.restore(path)` as a statement); it, and its
+    warning about keys still unassigned, goes when the last holder does.
+    """
+
+    def __init__(self, path, keys, values):
+        self.keys = set(keys)
+        self.pending = values  # deferred key -> value, until its variable appears
+        self.restored: set[str] = {_SAVE_COUNTER} & self.keys
+        self.lock = threading.Lock()
+        self.cancelled = False
+        self.report = _Report(path)
+        weakref.finalize(self, self.report.emit)
+
+    def cancel(self):
+        self.cancelled = True
+        self.report.silenced = True
+        self.pending.clear()
+
+    def deliverer(self, key: str, filename: str):
+        self.report.waiting.add(key)
 
         def deliver(variable):
-            status = ref()
-            if status is None or status._cancelled:
+            if self.cancelled:
                 return
-            with status._lock:
-                value = status._pending.pop(key, None)
+            with self.lock:
+                value = self.pending.pop(key, None)
             if value is None:
                 return
             _check_compatible(key, variable, _entry_like(key, value), filename)
             variable.assign(_to_device(value, variable))
-            status._restored.add(key)
-            status._report.waiting.discard(key)
+            self.restored.add(key)
+            self.report.waiting.discard(key)
 
         return deliver
 
 
 class _Report:
-    """The warning a status gives when dropped with keys still unmatched."""
+    """The warning a restore gives when dropped with keys still unassigned."""
 
     def __init__(self, path):
         self.path = path
@@ -413,6 +410,27 @@ def _named_variables(prefix, obj):
     else:
         for i, item in enumerate(obj):
             yield from _named_variables(f"{prefix}/{i}", item)
+
+
+def _module_roots(prefix, obj):
+    """(key prefix, Module) for the modules among a checkpoint's objects: restore targets."""
+    if isinstance(obj, _module.Module):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            yield from _module_roots(f"{prefix}/{key}", item)
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            yield from _module_roots(f"{prefix}/{i}", item)
+
+
+def _root_of(key, roots):
+    """The prefix in `roots` that `key` lies under, the longest if several."""
+    best = None
+    for prefix in roots:
+        if key.startswith(prefix + "/") and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return best
 
 
 def _check_compatible(key, variable, entry, filename):
