@@ -161,9 +161,17 @@ class Layer(Module):
     def trainable(self, flag):
         flag = bool(flag)
         self._trainable = flag
-        frozen_at_creation = self.__dict__.get("_jmod_frozen", set())
+        # Variables created non-trainable (batch statistics, also those of
+        # sublayers) and non-float ones (random keys) stay frozen on unfreeze.
+        frozen_at_creation = set(self.__dict__.get("_jmod_frozen", ()))
+        for sub in self.submodules:
+            frozen_at_creation.update(sub.__dict__.get("_jmod_frozen", ()))
         for var in self.variables:
-            var.trainable = flag and id(var) not in frozen_at_creation
+            var.trainable = (
+                flag
+                and id(var) not in frozen_at_creation
+                and jnp.issubdtype(var.dtype, jnp.inexact)
+            )
         for sub in self.submodules:
             if isinstance(sub, Layer):
                 sub.__dict__["_trainable"] = flag
@@ -302,11 +310,11 @@ class Layer(Module):
             kwargs.pop("mask", None)
         inputs = jax.tree_util.tree_map(self._convert_input, inputs)
         try:
-            self._maybe_build(inputs)
-            if self.input_spec is not None:
-                problem = self.input_spec.check(_shape_of(jax.tree_util.tree_leaves(inputs)[0]))
-                if problem:
-                    raise LayerCallError(self._call_message(problem, inputs, args, kwargs))
+            # Checked before build too, so that a rejected input never builds the layer.
+            self._check_input_spec(inputs, args, kwargs)
+            if not self.built:
+                self._maybe_build(inputs)
+                self._check_input_spec(inputs, args, kwargs)
             self._losses.clear()
             _training_stack.append(kwargs.get("training"))
             try:
@@ -317,6 +325,12 @@ class Layer(Module):
             raise
         except (TypeError, ValueError) as e:
             raise LayerCallError(self._call_message(str(e), inputs, args, kwargs)) from e
+
+    def _check_input_spec(self, inputs, args, kwargs):
+        if self.input_spec is not None:
+            problem = self.input_spec.check(_shape_of(jax.tree_util.tree_leaves(inputs)[0]))
+            if problem:
+                raise LayerCallError(self._call_message(problem, inputs, args, kwargs))
 
     def _convert_input(self, x):
         if isinstance(x, Variable):
