@@ -506,6 +506,40 @@ class Compiled:
     def __repr__(self):
         return f"<jmod.jit {self.__qualname__}: {self.trace_count} traces>"
 
+    # -- export ---------------------------------------------------------------
+    def pure_function(self, *args, **kwargs):
+        """The pure computation behind one call, for `jax.export` (`jmod.saved_model`).
+
+        Returns `(fn, variables, paths)`. `fn(leaves, arrays)` is a `jax.jit`
+        function of the state leaves (the values of `variables`, whose paths
+        are `paths`) and the array arguments in the order the call flattens
+        them; it returns `(output, {path: new value})` for the variables the
+        call assigns. Python values among the arguments stay fixed as given.
+        Variables the call reads outside its modules are found first (one
+        abstract trace), so `variables` is complete. Nothing is mutated and
+        no trace is counted.
+        """
+        plan, dyn, static = self._prepare(args, kwargs)
+
+        def pure(leaves, arrays):
+            self._current = plan
+            out, assigned, created = self._trace(leaves, arrays, static, lowering=True)
+            if created:
+                raise TraceError(
+                    f"{self.__qualname__}: the call creates variables; call it once "
+                    "(to build its modules) before exporting it"
+                )
+            return out, {plan.paths[i]: value for i, value in assigned.items()}
+
+        def probe(found, leaves):
+            nonlocal plan
+            plan = found
+            jax.eval_shape(pure, [_spec(x) for x in leaves], [_spec(x) for x in dyn])
+
+        self._lowering_call(plan, dyn, static, probe)
+        pure.__name__ = getattr(self._fn, "__name__", "fn")
+        return jax.jit(pure), list(plan.vars), list(plan.paths)
+
 
 class JitFunction:
     """What `@jmod.jit` returns: a compiled free function, or a method descriptor."""
