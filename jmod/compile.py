@@ -204,7 +204,9 @@ class Compiled:
     def __call__(self, *args, **kwargs):
         if not kwargs and not self._static_argnames:
             for a in args:
-                if type(a) not in _ARRAY_TYPES:
+                # Weak-typed arrays (jnp.full(..., 2.0)) take the slow path to
+                # be made strong, so they share the trace of other arrays.
+                if type(a) not in _ARRAY_TYPES or getattr(a, "weak_type", False):
                     break
             else:
                 plan = self._self_plan
@@ -308,7 +310,7 @@ class Compiled:
                     roots.append(leaf)
                 spec.append(("m", index))
             elif type(leaf) in _ARRAY_TYPES or isinstance(leaf, (jax.Array, np.generic)):
-                dyn.append(leaf)
+                dyn.append(_strong(leaf))
                 spec.append(_DYN)
             elif _is_number_list(leaf):
                 dyn.append(_strong(jnp.asarray(leaf)))
@@ -376,6 +378,13 @@ class Compiled:
             scope = plan.scope_names.get(id(self._instance)) or self._fn.__name__
             with jax.named_scope(scope):
                 out = self._fn(*args, **kwargs)
+            # A returned variable is returned as its value (read before the
+            # originals are put back below).
+            out = jax.tree_util.tree_map(
+                lambda x: x._value if isinstance(x, Variable) else x,
+                out,
+                is_leaf=lambda x: isinstance(x, Variable),
+            )
             if self._donate:
                 assigned = {i: v._value for i, v in enumerate(vars_)}
             else:
