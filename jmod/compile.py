@@ -25,7 +25,8 @@ logger = logging.getLogger("jmod")
 # Callables told about every finished trace (jmod.summary's graph recorder).
 TRACE_HOOKS = []
 
-_ARRAY_TYPES = frozenset({type(jnp.zeros(())), np.ndarray})
+_JAX_ARRAY = type(jnp.zeros(()))
+_ARRAY_TYPES = frozenset({_JAX_ARRAY, np.ndarray})
 _MAX_CAPTURES = 64
 _RETRACE_WARNING = 5
 _DYN = "dyn"
@@ -190,6 +191,7 @@ class Compiled:
         self._inst_root = isinstance(instance, (Module, Variable))
         self._self_roots = (instance,) if self._inst_root else ()
         self._self_plan = None
+        self._fast = not self._static_argnames
         self._plans = {}
         self._jitted = {}
         self._captures = []
@@ -202,17 +204,30 @@ class Compiled:
 
     # -- the hot path ---------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if not kwargs and not self._static_argnames:
+        if not kwargs and self._fast:
             for a in args:
                 # Weak-typed arrays (jnp.full(..., 2.0)) take the slow path to
                 # be made strong, so they share the trace of other arrays.
-                if type(a) not in _ARRAY_TYPES or getattr(a, "weak_type", False):
+                if type(a) is not _JAX_ARRAY or a.weak_type:
                     break
             else:
                 plan = self._self_plan
-                if plan is None or plan.version != _tracing.version:
-                    plan = self._self_plan = self._plan(self._self_roots)
-                return self._run(plan, args, None)
+                if plan is None or plan.version != _tracing.version or _tracing.ctx is not None:
+                    return self._run(self._plan(self._self_roots), args, None)
+                # The hot path: read leaves, one jax.jit call, write back what
+                # the trace assigned. Everything else is in _run.
+                self._current = plan
+                try:
+                    out, assigned, created = plan.jitted([v._value for v in plan.vars], args, None)
+                except _tracing.Capture:
+                    return self._run(plan, args, None)
+                if assigned:
+                    vars_ = plan.vars
+                    for i, value in assigned.items():
+                        vars_[i]._value = value
+                if created or self._record is not None:
+                    self._finish(created)
+                return out
         roots, dyn, static = self._split(args, kwargs)
         return self._run(self._plan(roots), dyn, static)
 
@@ -238,21 +253,23 @@ class Compiled:
                 self._captures.append(capture.variable)
                 _tracing.bump()
                 plan = self._plan(plan.roots)
-                if static is None:
-                    self._self_plan = plan
                 continue
             for i, value in assigned.items():
                 vars_[i]._value = value
-            if created:
-                for v, value in zip(self._created, created):
-                    v._value = value
-                self._created = ()
-            if self._record is not None:
-                record, self._record = self._record, None
-                for hook in list(TRACE_HOOKS):
-                    hook(record)
+            self._finish(created)
             return out
         raise TraceError(f"{self.__qualname__}: variables kept appearing while tracing")
+
+    def _finish(self, created):
+        """After a call that traced: give created variables values, tell the hooks."""
+        if created:
+            for v, value in zip(self._created, created):
+                v._value = value
+            self._created = ()
+        if self._record is not None:
+            record, self._record = self._record, None
+            for hook in list(TRACE_HOOKS):
+                hook(record)
 
     # -- plans and arguments --------------------------------------------------
     def _plan(self, roots):
@@ -268,6 +285,10 @@ class Compiled:
         if len(self._plans) > 16:
             self._plans.pop(next(iter(self._plans)))
         self._plans[key] = plan
+        if len(roots) == len(self._self_roots) and all(
+            a is b for a, b in zip(roots, self._self_roots)
+        ):
+            self._self_plan = plan
         return plan
 
     def _root_names(self, roots):
