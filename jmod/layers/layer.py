@@ -11,10 +11,17 @@ import numpy as np
 from jmod import _tracing, initializers
 from jmod.errors import JmodError, LayerCallError, SerializationError
 from jmod.layers.policy import DTypePolicy, dtype_policy
-from jmod.module import Module, _snake
+from jmod.module import Module
 from jmod.variables import Variable
 
 _name_counts = {}
+
+
+def _layer_snake(name):
+    # Keras' rule: digits stay with the word before them, so Conv2D is
+    # `conv2d` and MaxPooling2D `max_pooling2d` (not `conv2_d`).
+    s = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
 def unique_name(base):
@@ -124,7 +131,7 @@ class Layer(Module):
             )
         if name is not None and not isinstance(name, str):
             raise SerializationError(f"layer name must be a str, got {type(name).__name__}")
-        super().__init__(name=name or unique_name(_snake(type(self).__name__)))
+        super().__init__(name=name or unique_name(_layer_snake(type(self).__name__)))
         self.built = False
         self.dtype_policy = DTypePolicy(dtype) if dtype is not None else dtype_policy()
         self.input_spec = None
