@@ -78,6 +78,15 @@ def _shape_of(x):
     return tuple(np.shape(x))
 
 
+def _is_number_list(x):
+    if isinstance(x, list):
+        return len(x) > 0 and all(
+            _is_number_list(i) or (isinstance(i, (int, float)) and not isinstance(i, bool))
+            for i in x
+        )
+    return False
+
+
 def _map_shapes(inputs):
     return jax.tree_util.tree_map(_shape_of, inputs, is_leaf=lambda x: hasattr(x, "shape"))
 
@@ -315,7 +324,9 @@ class Layer(Module):
             kwargs.pop("training", None)
         if "mask" not in takes and kwargs.get("mask") is None:
             kwargs.pop("mask", None)
-        inputs = jax.tree_util.tree_map(self._convert_input, inputs)
+        # A nested list of numbers (`layer([[2.0, 2.0, 2.0]])`, as in the guide) is one
+        # input array, not a tree of scalars.
+        inputs = jax.tree_util.tree_map(self._convert_input, inputs, is_leaf=_is_number_list)
         try:
             # Checked before build too, so that a rejected input never builds the layer.
             self._check_input_spec(inputs, args, kwargs)
