@@ -63,6 +63,9 @@ class InputSpec:
 
 
 def _describe_arg(x):
+    if isinstance(x, (list, tuple)) and x and all(hasattr(i, "shape") for i in x):
+        items = ", ".join(_describe_arg(i) for i in x)
+        return f"[{items}]" if isinstance(x, list) else f"({items})"
     if isinstance(x, Variable):
         x = x._value
     if hasattr(x, "shape") and hasattr(x, "dtype"):
@@ -364,7 +367,7 @@ class Layer(Module):
         received = [f"inputs={_describe_arg(inputs)}"]
         received += [_describe_arg(a) for a in args]
         received += [f"{k}={_describe_arg(v)}" for k, v in kwargs.items()]
-        built = f" (built for input shape {self._build_shape})" if self._build_shape else ""
+        built = f" (built for input shape {self._build_shape})" if self.built else ""
         return (
             f"layer {self.name!r} ({type(self).__name__}){built}: {problem}\n"
             f"Call arguments received: {', '.join(received)}"
