@@ -20,8 +20,8 @@ from tensorboard.util import tensor_util  # noqa: E402
 import jmod  # noqa: E402
 import jmod.summary as summary  # noqa: E402
 
-
 # -- an independent reader: TFRecord framing with a bitwise CRC-32C -------------
+
 
 def _crc32c(data):
     crc = 0xFFFFFFFF
@@ -72,6 +72,7 @@ def values(logdir, tag):
 
 # -- the file ------------------------------------------------------------------
 
+
 def test_event_file_is_framed_records_with_masked_crc32c(tmp_path):
     writer = summary.create_file_writer(tmp_path)
     writer.scalar("loss", 0.5, step=1)
@@ -97,6 +98,7 @@ def test_flush_makes_summaries_readable_before_close(tmp_path):
 
 # -- scalars ---------------------------------------------------------------------
 
+
 def test_scalars_round_trip_as_float32_with_their_steps(tmp_path):
     writer = summary.create_file_writer(tmp_path)
     for step, loss in enumerate([2.0, 1.25, 0.1]):
@@ -115,7 +117,7 @@ def test_scalar_accepts_a_variable_and_ints(tmp_path):
     writer.scalar("v", jmod.Variable(4.0), step=jmod.Variable(7, dtype=jnp.int32))
     writer.scalar("n", 3, step=np.int64(8))
     writer.close()
-    (step, value), = values(tmp_path, "v")
+    ((step, value),) = values(tmp_path, "v")
     assert step == 7 and value.tensor.float_val[0] == 4.0
     assert values(tmp_path, "n")[0][0] == 8
 
@@ -133,11 +135,12 @@ def test_description_is_stored_in_the_metadata(tmp_path):
     writer = summary.create_file_writer(tmp_path)
     writer.scalar("loss", 1.0, step=0, description="training **loss**")
     writer.close()
-    (_, value), = values(tmp_path, "loss")
+    ((_, value),) = values(tmp_path, "loss")
     assert value.metadata.summary_description == "training **loss**"
 
 
 # -- the default writer and step -------------------------------------------------
+
 
 def test_module_level_scalar_writes_to_the_default_writer(tmp_path):
     writer = summary.create_file_writer(tmp_path)
@@ -219,12 +222,13 @@ def test_traced_values_are_refused_with_a_trace_error(tmp_path):
 
 # -- histograms, text, images, graphs --------------------------------------------
 
+
 def test_histogram_counts_match_numpy(tmp_path):
     data = np.random.default_rng(0).normal(size=1000)
     writer = summary.create_file_writer(tmp_path)
     writer.histogram("w", jnp.asarray(data, dtype=jnp.float32), step=0, buckets=12)
     writer.close()
-    (_, value), = values(tmp_path, "w")
+    ((_, value),) = values(tmp_path, "w")
     assert value.metadata.plugin_data.plugin_name == "histograms"
     buckets = tensor_util.make_ndarray(value.tensor)
     counts, edges = np.histogram(data.astype(np.float32).astype(np.float64), bins=12)
@@ -245,7 +249,7 @@ def test_text_round_trips_unicode(tmp_path):
     writer = summary.create_file_writer(tmp_path)
     writer.text("notes", "héllo **world**", step=2)
     writer.close()
-    (step, value), = values(tmp_path, "notes")
+    ((step, value),) = values(tmp_path, "notes")
     assert step == 2 and value.metadata.plugin_data.plugin_name == "text"
     assert value.tensor.string_val == ["héllo **world**".encode()]
 
@@ -264,7 +268,7 @@ def test_images_are_pngs_scaled_like_tensorflow(tmp_path):
     writer = summary.create_file_writer(tmp_path)
     writer.image("imgs", images, step=1, max_outputs=2)
     writer.close()
-    (_, value), = values(tmp_path, "imgs")
+    ((_, value),) = values(tmp_path, "imgs")
     assert value.metadata.plugin_data.plugin_name == "images"
     width, height, *pngs = value.tensor.string_val
     assert (width, height) == (b"3", b"2") and len(pngs) == 2

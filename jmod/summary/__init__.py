@@ -10,6 +10,7 @@ Example:
 
 from jmod.summary._errors import SummaryError
 from jmod.summary._graph import graph_def_from_jaxpr, graph_of
+from jmod.summary.trace import trace_export, trace_off, trace_on
 from jmod.summary.writer import (
     SummaryWriter,
     create_file_writer,
@@ -39,4 +40,7 @@ __all__ = [
     "scalar",
     "set_step",
     "text",
+    "trace_export",
+    "trace_off",
+    "trace_on",
 ]

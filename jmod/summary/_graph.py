@@ -126,7 +126,7 @@ def graph_of(compiled_fn, *args, **kwargs):
         ... def double(x):
         ...     return x * 2
         >>> [node.name for node in graph_of(double, jnp.ones(3)).node]
-        ['x', 'double/mul', 'double/Const', 'output']
+        ['x', 'double/Const', 'double/mul', 'output']
 
     Args:
         compiled_fn: a `jmod.jit` function or bound method.

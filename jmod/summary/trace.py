@@ -67,8 +67,10 @@ def trace_on(graph=True, profiler=False):
 
     with _lock:
         if _state is not None:
-            raise SummaryError("jmod.summary.trace_on(): tracing is already on; "
-                               "call trace_export() or trace_off() first")
+            raise SummaryError(
+                "jmod.summary.trace_on(): tracing is already on; "
+                "call trace_export() or trace_off() first"
+            )
         profile_dir = None
         if profiler:
             # jax needs the directory when the profile starts; trace_export
@@ -122,20 +124,27 @@ def trace_export(name, step=None, profiler_outdir=None):
         run_dir = _profiler.stop()
         outdir = profiler_outdir or (writer.logdir if writer is not None else None)
         if outdir is None:
-            warnings.warn(f"trace_export({name!r}): no profiler_outdir and no default "
-                          "writer; the profile is discarded", stacklevel=2)
+            warnings.warn(
+                f"trace_export({name!r}): no profiler_outdir and no default "
+                "writer; the profile is discarded",
+                stacklevel=2,
+            )
         else:
             _move_profile(run_dir, os.fspath(outdir))
         shutil.rmtree(state.profile_dir, ignore_errors=True)
     if writer is None:
-        warnings.warn(f"trace_export({name!r}): no default summary writer; use "
-                      "`with writer.as_default():`; nothing was written", stacklevel=2)
+        warnings.warn(
+            f"trace_export({name!r}): no default summary writer; use "
+            "`with writer.as_default():`; nothing was written",
+            stacklevel=2,
+        )
         return False
     if not state.graph:
         return True
     graphs = [
         _graph.graph_def_from_jaxpr(
-            record.jaxpr(), record.input_names,
+            record.jaxpr(),
+            record.input_names,
             state_inputs=getattr(record, "state_count", 0),
         )
         for record in state.records

@@ -195,6 +195,7 @@ def set_step(step):
     Example:
         >>> set_step(3); get_step()
         3
+        >>> set_step(None)
     """
     _default_step.set(step)
 
@@ -238,6 +239,7 @@ def image(name, data, step=None, max_outputs=3, description=None):
     """Writes images to the default writer; False if there is none.
 
     Example:
+        >>> import numpy as np
         >>> image("digits", np.zeros((1, 8, 8, 1)), step=0)  # no default writer
         False
     """
