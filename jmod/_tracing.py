@@ -52,6 +52,26 @@ class TraceContext:
         self.created.append(variable)
 
 
+class Recorder(TraceContext):
+    """A context that records (instead of refusing) variables touched outside a plan.
+
+    `functional_call` runs under one so that variables it does not own (the
+    global random generator) can be put back if a JAX transformation left
+    tracers in them.
+    """
+
+    __slots__ = ("touched",)
+
+    def __init__(self, known):
+        super().__init__(known, {})
+        self.touched = {}
+
+    def touch(self, variable):
+        if id(variable) not in self.known:
+            self.known.add(id(variable))
+            self.touched[id(variable)] = (variable, variable._value)
+
+
 def enter(new):
     global ctx
     new.prev = ctx

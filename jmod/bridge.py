@@ -42,6 +42,9 @@ def functional_call(module, state, *args, **kwargs):
     snap = snapshot([module, *module.submodules])
     created = []
     _tracing.creation_listeners.append(created.append)
+    outer = _tracing.ctx
+    recorder = _tracing.Recorder({id(v) for _, v in named})
+    _tracing.enter(recorder)
     ok = False
     try:
         for path, var in named:
@@ -51,11 +54,24 @@ def functional_call(module, state, *args, **kwargs):
         new_state = dict(module.state())
         ok = not any(isinstance(v._value, jax.core.Tracer) for v in created)
     finally:
+        _tracing.leave(recorder)
         _tracing.creation_listeners.remove(created.append)
+        unknown_to_outer = None
+        for var, old in recorder.touched.values():
+            # Variables the module does not own (the global generator) keep
+            # their new values, unless a JAX transformation left tracers there
+            # or an enclosing jmod.jit must first take them as inputs.
+            if outer is not None and id(var) not in outer.known:
+                var._value = old
+                unknown_to_outer = var
+            elif outer is None and isinstance(var._value, jax.core.Tracer):
+                var._value = old
         for var, value in originals:
             var._value = value
         if not ok:
             rollback(snap)
+    if unknown_to_outer is not None:
+        outer.touch(unknown_to_outer)  # the enclosing jmod.jit retraces with it
     if created and not ok:
         raise ModuleError(
             f"functional_call on {module.name!r}: the module created variables under a JAX "

@@ -82,3 +82,32 @@ def test_deferred_build_under_transformation_is_refused_and_rolled_back():
     with pytest.raises(jmod.ModuleError, match="build it first"):
         jax.jit(lambda x: jmod.functional_call(m, {}, x)[0])(jnp.ones((1, 3)))
     assert m.variables == () and m.is_built is False
+
+
+class NoisyScale(jmod.Module):
+    def __init__(self):
+        super().__init__()
+        self.k = jmod.Variable(1.0)
+
+    def __call__(self, x):
+        return self.k * x + jmod.random.normal(x.shape)
+
+
+def test_global_generator_keeps_no_tracer_after_functional_call_under_jax_jit():
+    m = NoisyScale()
+    jax.jit(lambda s, x: jmod.functional_call(m, s, x)[0])(m.state(), jnp.ones(2))
+    key = jmod.random.get_global_generator().key.value
+    assert isinstance(key, jax.Array) and not isinstance(key, jax.core.Tracer)
+    jmod.random.normal((2,))  # still usable
+
+
+def test_functional_call_inside_jmod_jit_threads_the_global_generator():
+    m = NoisyScale()
+
+    @jmod.jit
+    def f(x):
+        return jmod.functional_call(m, {"k": 2.0}, x)[0]
+
+    a, b = f(jnp.zeros(2)), f(jnp.zeros(2))
+    assert not np.allclose(a, b)
+    assert f.trace_count == 1
