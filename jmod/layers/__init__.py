@@ -1,6 +1,66 @@
 """Keras-style layers built on `jmod.Module`."""
 
+from jmod.layers.activation import Activation
+from jmod.layers.attention import MultiHeadAttention
+from jmod.layers.conv import Conv1D, Conv2D
+from jmod.layers.dense import Dense
+from jmod.layers.dropout import Dropout
+from jmod.layers.embedding import Embedding
 from jmod.layers.layer import InputSpec, Layer, reset_names
+from jmod.layers.merging import (
+    Add,
+    Average,
+    Concatenate,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+)
+from jmod.layers.normalization import BatchNormalization, LayerNormalization
 from jmod.layers.policy import DTypePolicy, dtype_policy, set_dtype_policy
+from jmod.layers.pooling import (
+    AveragePooling1D,
+    AveragePooling2D,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    MaxPooling1D,
+    MaxPooling2D,
+)
+from jmod.layers.reshaping import Flatten, Reshape
 
-__all__ = ["DTypePolicy", "InputSpec", "Layer", "dtype_policy", "reset_names", "set_dtype_policy"]
+__all__ = [
+    "Activation",
+    "Add",
+    "Average",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "BatchNormalization",
+    "Concatenate",
+    "Conv1D",
+    "Conv2D",
+    "DTypePolicy",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "InputSpec",
+    "Layer",
+    "LayerNormalization",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "Maximum",
+    "Minimum",
+    "Multiply",
+    "MultiHeadAttention",
+    "Reshape",
+    "Subtract",
+    "dtype_policy",
+    "reset_names",
+    "set_dtype_policy",
+]
