@@ -4,6 +4,8 @@ import glob
 import io
 import os
 import struct
+import subprocess
+import sys
 import threading
 
 import jax
@@ -205,6 +207,40 @@ def test_writing_to_a_closed_writer_names_its_logdir(tmp_path):
     with pytest.raises(summary.SummaryError, match="closed") as info:
         writer.scalar("loss", 1.0, step=0)
     assert str(tmp_path) in str(info.value)
+
+
+def test_traced_variables_are_refused_inside_jmod_jit(tmp_path):
+    writer = summary.create_file_writer(tmp_path)
+
+    class Counter(jmod.Module):
+        def __init__(self):
+            super().__init__()
+            self.n = jmod.Variable(0.0)
+
+        @jmod.jit
+        def __call__(self):
+            writer.scalar("n", self.n, step=0)
+            return self.n
+
+    with pytest.raises(jmod.TraceError, match=r"'n'.*jit-compiled"):
+        Counter()()
+    writer.close()
+
+
+def test_without_tensorboard_summaries_say_what_to_install():
+    code = (
+        "import sys; sys.modules['tensorboard'] = None\n"
+        "import jmod, jmod.profiler, jmod.summary\n"
+        "try:\n"
+        "    jmod.summary.create_file_writer\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert "needs the tensorboard package" in out.stdout, out.stderr
 
 
 def test_traced_values_are_refused_with_a_trace_error(tmp_path):

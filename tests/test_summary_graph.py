@@ -325,3 +325,42 @@ def test_event_is_an_event_proto(tmp_path):
     writer.close()
     assert all(isinstance(e, event_pb2.Event) for e in event_files(tmp_path))
     assert exported_graphs(tmp_path, "empty") == (0, [])
+
+
+def test_nested_jit_calls_are_drawn_inside_the_callers_graph(tmp_path):
+    model = TwoLayers(name="the_model")
+
+    @jmod.jit
+    def step(model, x):
+        return model(x) * 2.0
+
+    writer = summary.create_file_writer(tmp_path)
+    summary.trace_on()
+    step(model, jnp.ones((1, 3)))  # traces step, and model.__call__ inside it
+    with writer.as_default():
+        summary.trace_export("t", step=0)
+    writer.close()
+    _, graphs = exported_graphs(tmp_path, "t")
+    assert len(graphs) == 1
+    graph = nodes(graphs[0])
+    assert graph["step/the_model/dense_1/dot_general"].op == "dot_general"
+    assert graph["step/mul"].op == "mul"
+
+
+@pytest.mark.xfail(
+    not hasattr(jmod.compile.TraceRecord, "state_count"),
+    reason="needs jmod.compile.TraceRecord to carry input_names from "
+    "jmod.summary._graph.input_names and state_count",
+    strict=False,
+)
+def test_trace_export_graph_equals_fn_graph(tmp_path):
+    model = TwoLayers(name="the_model")
+    x = jnp.ones((1, 3))
+    expected = model.__call__.graph(x)
+    writer = summary.create_file_writer(tmp_path)
+    summary.trace_on()
+    model(x)
+    with writer.as_default():
+        summary.trace_export("t", step=0)
+    writer.close()
+    assert exported_graphs(tmp_path, "t")[1] == [expected]

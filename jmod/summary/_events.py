@@ -21,6 +21,7 @@ from tensorboard.util import tensor_util
 
 from jmod.errors import TraceError
 from jmod.summary._errors import SummaryError
+from jmod.variables import Variable
 
 __all__ = [
     "SummaryError",
@@ -38,6 +39,8 @@ _IMAGE_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 def to_host(tag, data, what):
     """`data` as a NumPy array; refuses values traced inside `jmod.jit`."""
+    if isinstance(data, Variable):
+        data = data.value
     if isinstance(data, jax.core.Tracer):
         raise TraceError(
             f"jmod.summary.{what}({tag!r}): got a traced value ({data.aval}) inside a "

@@ -3,9 +3,10 @@
 As with `tf.summary.trace_on` / `trace_export`: between `trace_on()` and
 `trace_export(name, step)`, every trace `jmod.jit` makes (a first call, or a
 call with a new input signature) is recorded; `trace_export` writes their
-graphs to the default writer under the tag `name`. Functions already traced
-before `trace_on()` are not traced again, so call a fresh model (or a new
-signature) while tracing is on.
+graphs to the default writer under the tag `name`. A `jmod.jit` function
+called inside another is drawn inside its caller's graph. Functions already
+traced before `trace_on()` are not traced again, so call a fresh model (or a
+new signature) while tracing is on.
 
 With `profiler=True`, a `jmod.profiler` trace runs from `trace_on` to
 `trace_export`, which saves it in `profiler_outdir` (default: the default
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import warnings
 
+from jmod import _tracing
 from jmod import profiler as _profiler
 from jmod.summary import _events, _graph
 from jmod.summary._errors import SummaryError
@@ -36,7 +38,9 @@ class _TraceState:
         self.records = []
 
     def hook(self, record):
-        if self.graph:
+        # A jmod.jit function called inside another one's trace is drawn inside
+        # the caller's graph; only outermost traces get graphs of their own.
+        if self.graph and _tracing.ctx is None:
             self.records.append(record)
 
 
