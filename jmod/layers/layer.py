@@ -320,10 +320,14 @@ class Layer(Module):
             return functional.call_symbolic(self, inputs, *args, **kwargs)
         cls = type(self)
         takes = getattr(cls, "_jmod_call_takes", frozenset())
+        training = kwargs.get("training")
+        if training is None and _training_stack:
+            training = _training_stack[-1]
         if "training" in takes or getattr(cls, "_jmod_call_var_kw", False):
-            if kwargs.get("training") is None and _training_stack:
-                kwargs["training"] = _training_stack[-1]
-        elif kwargs.get("training") is None:
+            if training is not None:
+                kwargs["training"] = training
+        else:
+            # A call without `training` still passes it on to its sublayers (Keras).
             kwargs.pop("training", None)
         if "mask" not in takes and kwargs.get("mask") is None:
             kwargs.pop("mask", None)
@@ -337,7 +341,7 @@ class Layer(Module):
                 self._maybe_build(inputs)
                 self._check_input_spec(inputs, args, kwargs)
             self._losses.clear()
-            _training_stack.append(kwargs.get("training"))
+            _training_stack.append(training)
             try:
                 return self.call(inputs, *args, **kwargs)
             finally:
