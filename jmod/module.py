@@ -270,10 +270,19 @@ class Module:
         walk = self._jmod_walk()
         return f"<{type(self).__name__} {self.name!r}: {len(walk.named)} variables>"
 
+    # A property handing back the method: treescope frames the `_repr_html_`
+    # it finds on a class next to its own rendering (a second copy of the
+    # tree); IPython looks it up on the instance. Bodies live in jmod._render.
+    @property
     def _repr_html_(self):
         from jmod import _render
 
-        return _render.to_html(self)
+        return _render.html_method(self)
+
+    def __treescope_repr__(self, path, subtree_renderer):
+        from jmod import _render
+
+        return _render.treescope_repr(self, path, subtree_renderer)
 
 
 def _deliver(module, name, value):

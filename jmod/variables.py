@@ -193,6 +193,19 @@ class Variable:
         body = np.array2string(np.asarray(val), threshold=8, edgeitems=2, precision=4)
         return f"<{head} value={body}>"
 
+    # Notebook views (bodies in jmod._render); a property for the reason
+    # given at Module._repr_html_.
+    @property
+    def _repr_html_(self):
+        from jmod import _render
+
+        return _render.html_method(self)
+
+    def __treescope_repr__(self, path, subtree_renderer):
+        from jmod import _render
+
+        return _render.treescope_repr(self, path, subtree_renderer)
+
     # -- array protocol ----------------------------------------------------
     def __jax_array__(self):
         return self.value
