@@ -22,6 +22,12 @@ from jmod.summary import trace  # noqa: E402
 from jmod.summary._graph import graph_def_from_jaxpr  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _tracing_off_afterwards():
+    yield
+    summary.trace_off()  # a failed test must not leave tracing on for the next
+
+
 def nodes(graph):
     return {node.name: node for node in graph.node}
 
@@ -364,3 +370,24 @@ def test_trace_export_graph_equals_fn_graph(tmp_path):
         summary.trace_export("t", step=0)
     writer.close()
     assert exported_graphs(tmp_path, "t")[1] == [expected]
+
+
+def test_custom_vjp_and_checkpoint_bodies_are_drawn_inline():
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda r, g: (g * jnp.cos(r),))
+
+    @jax.checkpoint
+    def g(x):
+        return jnp.cos(x) * 2
+
+    def h(x):
+        with jax.named_scope("block"):
+            return f(x) + g(x)
+
+    graph = nodes(graph_def_from_jaxpr(jax.make_jaxpr(h)(jnp.ones(3)), ["x"]))
+    assert graph["block/sin"].op == "sin"
+    assert graph["block/cos"].op == "cos"
+    assert list(graph["block/add"].input) == ["block/sin", "block/mul"]

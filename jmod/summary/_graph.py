@@ -12,10 +12,14 @@ proto, the format TensorBoard's Graphs tab draws:
 - every node carries `_output_shapes` (TensorBoard labels edges with them)
   and its dtype (`T`, or `dtype` on placeholders and constants).
 
-Calls to nested jitted functions, `custom_jvp`/`custom_vjp` functions
-(`jax.nn.relu`) and `checkpoint` are drawn inline, inside a box named after
-the function, so their operations stay visible; control flow (`cond`,
-`while`, `scan`) stays one node.
+Calls to nested jitted functions are drawn inline, inside a box named after
+the function (`relu/max`) unless their body opens its own name scope (a
+nested `jmod.jit` method shows as its module's box); `custom_jvp` /
+`custom_vjp` functions and `jax.checkpoint` are drawn inline without a box of
+their own. Control flow (`cond`, `while`, `scan`) stays one node.
+
+Module variables (the first `state_inputs` inputs) are drawn inside the box
+of the module that first reads them, so a module's box holds its weights.
 """
 
 import inspect
@@ -45,6 +49,7 @@ _INLINE_PARAMS = {
     "custom_vjp_call": "call_jaxpr",
     "custom_vjp_call_jaxpr": "fun_jaxpr",
     "remat": "jaxpr",
+    "remat2": "jaxpr",  # jax.checkpoint
     "checkpoint": "jaxpr",
 }
 # Of those, the ones that open a box named after the called function. The
