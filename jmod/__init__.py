@@ -1,7 +1,8 @@
 """jmod: object-oriented modules, layers and models on JAX."""
 
-from jmod import errors, initializers, layers, module, random
+from jmod import errors, initializers, layers, module, profiler, random, summary
 from jmod._version import __version__
+from jmod.bridge import functional_call
 from jmod.compile import jit
 from jmod.errors import (
     CheckpointError,
@@ -11,10 +12,10 @@ from jmod.errors import (
     OptimizerError,
     SerializationError,
     SignatureError,
+    SummaryError,
     TraceError,
     VariableError,
 )
-from jmod.bridge import functional_call
 from jmod.gradients import grad, value_and_grad
 from jmod.module import Module
 from jmod.optimizer import Optimizer
@@ -30,6 +31,7 @@ __all__ = [
     "OptimizerError",
     "SerializationError",
     "SignatureError",
+    "SummaryError",
     "TraceError",
     "Variable",
     "VariableError",
@@ -41,6 +43,8 @@ __all__ = [
     "layers",
     "jit",
     "module",
+    "profiler",
     "random",
+    "summary",
     "value_and_grad",
 ]

@@ -46,6 +46,26 @@ def _spec(x):
     return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
 
 
+def _layout(x):
+    """The multi-device layout of a concrete array (jmod.distributed), else None."""
+    sharding = getattr(x, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding) and not isinstance(x, jax.core.Tracer):
+        return sharding if len(sharding.device_set) > 1 else None
+    return None
+
+
+def _keep_layouts(assigned, originals):
+    # jit picks output layouts by propagation, which may move a replicated
+    # variable onto a split one: pin each written-back value to the layout
+    # the variable had (the plan key holds the layouts, so a resharded
+    # variable gets a new trace).
+    for i, value in assigned.items():
+        layout = _layout(originals[i])
+        if layout is not None:
+            assigned[i] = jax.lax.with_sharding_constraint(value, layout)
+    return assigned
+
+
 def _describe(x):
     if isinstance(x, jax.ShapeDtypeStruct):
         return f"{jnp.dtype(x.dtype).name}{list(x.shape)}"
@@ -108,7 +128,9 @@ class _Plan:
         self.module_versions = versions
         self.key = (
             tuple(versions.items()),
-            tuple((p, v.shape, v.dtype, v.trainable) for p, v in zip(paths, vars_)),
+            tuple(
+                (p, v.shape, v.dtype, v.trainable, _layout(v._value)) for p, v in zip(paths, vars_)
+            ),
         )
         self.jitted = None
 
@@ -166,6 +188,8 @@ class Signature:
 
 class TraceRecord:
     """What TRACE_HOOKS receive after a trace: a name, input names, the jaxpr."""
+
+    state_count = 0  # how many of the jaxpr's inputs are state (the rest: arguments)
 
     def __init__(self, compiled, plan, leaf_specs, dyn_specs, static, input_names):
         self.name = compiled.__qualname__
@@ -412,6 +436,7 @@ class Compiled:
                 assigned = {
                     i: v._value for i, (v, x) in enumerate(zip(vars_, leaves)) if v._value is not x
                 }
+            assigned = _keep_layouts(assigned, originals)
             created = list(ctx.created)
             created_values = [v._value for v in created]
             committed = not lowering
@@ -446,15 +471,19 @@ class Compiled:
             )
         self.signatures.append(sig)
         if TRACE_HOOKS:
-            arg_names = [f"arg{i}" for i in range(len(dyn))]
+            # Only jmod.summary registers hooks; it names the graph's inputs.
+            from jmod.summary._graph import input_names
+
+            call_args = args[1:] if self._instance is not None else args
             self._record = TraceRecord(
                 self,
                 plan,
                 [_spec(x) for x in leaves],
                 [_spec(x) for x in dyn],
                 static,
-                list(plan.paths) + arg_names,
+                input_names(self, plan, call_args, kwargs),
             )
+            self._record.state_count = len(plan.paths)
 
     def _make_signature(self, plan, leaves, args, kwargs):
         def describe(x):

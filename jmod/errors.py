@@ -46,3 +46,7 @@ class SerializationError(JmodError, ValueError):
 
 class OptimizerError(JmodError, ValueError):
     """Gradients do not match the variables an optimizer was built for."""
+
+
+class SummaryError(JmodError, ValueError):
+    """A summary, trace or profile was asked for with bad data or in the wrong state."""

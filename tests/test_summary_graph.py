@@ -353,12 +353,6 @@ def test_nested_jit_calls_are_drawn_inside_the_callers_graph(tmp_path):
     assert graph["step/mul"].op == "mul"
 
 
-@pytest.mark.xfail(
-    not hasattr(jmod.compile.TraceRecord, "state_count"),
-    reason="needs jmod.compile.TraceRecord to carry input_names from "
-    "jmod.summary._graph.input_names and state_count",
-    strict=False,
-)
 def test_trace_export_graph_equals_fn_graph(tmp_path):
     model = TwoLayers(name="the_model")
     x = jnp.ones((1, 3))

@@ -1,12 +1,5 @@
-"""The error `jmod.summary` and `jmod.profiler` raise for misuse.
+"""The error `jmod.summary` and `jmod.profiler` raise for misuse (defined in jmod.errors)."""
 
-Example:
-    >>> issubclass(SummaryError, ValueError)
-    True
-"""
+from jmod.errors import SummaryError
 
-from jmod.errors import JmodError
-
-
-class SummaryError(JmodError, ValueError):
-    """A summary, trace or profile was asked for with bad data or in the wrong state."""
+__all__ = ["SummaryError"]
