@@ -199,7 +199,9 @@ class LoadedModule(Module):
             for name, record in metadata["functions"].items()
         }
         for name, fn in self._jmod_functions.items():
-            if name != "__call__" and not hasattr(self, name):
+            # `loaded(x)` goes through the class's __call__; `loaded.__call__`
+            # (like `loaded.predict`) finds the LoadedFunction, with its signatures.
+            if name == "__call__" or not hasattr(self, name):
                 object.__setattr__(self, name, fn)
 
     @property

@@ -45,7 +45,9 @@ def save(module, directory, signatures=None, platforms=None, vjp_order=None):
     chooses instead: a dict from function name to a `jmod.jit` method of
     the module (its traced signatures), or to `(method, args)` /
     `(method, args, kwargs)` where the arguments are `TensorSpec`s, arrays
-    and Python values, or to a list of such tuples. `None` or named
+    and Python values, or to a list of such tuples. There the method may
+    also be a plain method or the module itself (a Keras-style model:
+    `(model, [jmod.TensorSpec([None, 3])], {"training": False})`). `None` or named
     dimensions are exported shape-polymorphically, so one artifact serves
     every batch size. A function named `__call__` makes the loaded object
     callable.
@@ -183,9 +185,15 @@ def _method_of(module, fn, where):
             if value is fn:
                 return fn
         raise SavedModelError(f"{where}: {fn.__qualname__} is not a method of the saved module")
+    # A plain method, or the module itself (Keras-style layers and models):
+    # compiled here as `jmod.jit` would, without attaching anything to the module.
+    if fn is module and callable(module):
+        return Compiled(type(module).__call__, module, (), False)
+    if inspect.ismethod(fn) and fn.__self__ is module:
+        return Compiled(fn.__func__, module, (), False)
     raise SavedModelError(
-        f"{where}: expected a jmod.jit method of the module, got {type(fn).__name__} "
-        f"{getattr(fn, '__qualname__', fn)!r:.60} (decorate it with @jmod.jit)"
+        f"{where}: expected the module, one of its methods or a jmod.jit method, got "
+        f"{type(fn).__name__} {getattr(fn, '__qualname__', fn)!r:.60}"
     )
 
 
