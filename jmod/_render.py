@@ -136,23 +136,33 @@ def _expand_state(name):
 
 
 def _python_path(container, relpath, base):
-    """The Python expression (`base.layers[0]`) for a module-relative `relpath`."""
+    """The Python expression (`base.layers[0]`) for a module-relative `relpath`.
+
+    None where no expression reaches it: the attribute is shadowed (a
+    property over the stored dict, as `Model.layers`) or the walk changed.
+    """
     if base is None:
         return None
     head, *rest = relpath.split("/")
-    obj = getattr(container, head, None)
+    obj = vars(container).get(head)
+    if getattr(type(container), head, None) is not None:
+        return None  # a class attribute or property answers `obj.head`, not this value
     expr = f"{base}.{head}"
     for seg in rest:
         if isinstance(obj, dict):
-            key = next((k for k in obj if str(k) == seg), seg)
-            expr, obj = f"{expr}[{key!r}]", obj.get(key)
+            key = next((k for k in obj if str(k) == seg), None)
+            if key is None:
+                return None
+            expr, obj = f"{expr}[{key!r}]", obj[key]
+        elif isinstance(obj, (list, tuple)) and seg.isdigit() and int(seg) < len(obj):
+            expr, obj = f"{expr}[{seg}]", obj[int(seg)]
         else:
-            expr, obj = f"{expr}[{seg}]", obj[int(seg)] if obj is not None else None
+            return None
     return expr
 
 
-def _variable_node(var, path, subtree_renderer, jmod_path=None, label=None):
-    """A variable: one collapsed line; expanded, its name, flag and the array itself."""
+def _variable_node(var, path, subtree_renderer, jmod_path=None, label=None, expand="COLLAPSED"):
+    """A variable: one line; expanded, its name, flag and the array itself."""
     rp = _parts()
     flag = "trainable" if var.trainable else "non-trainable"
     head = [label] if label is not None else []
@@ -178,7 +188,7 @@ def _variable_node(var, path, subtree_renderer, jmod_path=None, label=None):
         label=rp.siblings(*head),
         contents=rp.fold_condition(expanded=details),
         path=path,
-        expand_state=_expand_state("COLLAPSED"),
+        expand_state=_expand_state(expand),
     )
 
 
@@ -199,11 +209,13 @@ def _module_node(module, path, subtree_renderer, prefix, label, seen):
     title += [rp.text(type(module).__name__), rp.text(f" {module.name!r}")]
     if getattr(module, "built", True) is False:
         title.append(rp.abbreviation_color(rp.text(" (not built)")))
-    title.append(rp.text(" ("))
-    comment = _count_text(named)
+    comment = _count_text(named) if named else "no variables"
     if prefix:
         comment = f"{prefix.rstrip('/')}: {comment}"
-    title.append(rp.comment_color(rp.text(f"  # {comment}")))
+    comment = rp.comment_color(rp.text(f"  # {comment}"))
+    if not lines:
+        return rp.build_one_line_tree_node(rp.siblings(*title, comment), path=path)
+    title += [rp.text(" ("), comment]
     return rp.build_foldable_tree_node_from_children(
         prefix=rp.siblings(*title),
         children=lines,
@@ -238,7 +250,8 @@ def _child_line(parent, rel, obj, path, subtree_renderer, prefix, seen):
 def treescope_repr(obj, path, subtree_renderer):
     """The treescope rendering of a `Module` or `Variable` (their `__treescope_repr__`)."""
     if isinstance(obj, Variable):
-        return _variable_node(obj, path, subtree_renderer)
+        # Shown on its own, a variable opens to its array; inside a module it is one line.
+        return _variable_node(obj, path, subtree_renderer, expand="EXPANDED")
     return _module_node(obj, path, subtree_renderer, "", None, {})
 
 
@@ -413,4 +426,3 @@ def render_checkpoint(path) -> CheckpointListing:
     listed = checkpoint.list_variables(path)
     index = _format.read_index(path).entries
     return CheckpointListing(path, [(k, tuple(s), index[k].dtype) for k, s in listed])
-
