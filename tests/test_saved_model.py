@@ -311,6 +311,31 @@ def test_loaded_variables_fine_tune_and_save_again(tmp_path):
     np.testing.assert_allclose(out, x @ w + b, rtol=1e-5)
 
 
+def test_loaded_model_trains_inside_a_jmod_jit_step(tmp_path):
+    model = Linear()
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]], np.float32)
+    t = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    model(x)
+    sm.save(model, tmp_path / "lin", vjp_order=1)
+    eager, compiled = sm.load(tmp_path / "lin"), sm.load(tmp_path / "lin")
+    loss_fn = jmod.value_and_grad(lambda m, x, t: jnp.mean((m(x) - t) ** 2))
+    eager_opt = jmod.Optimizer(eager, optax.sgd(0.1))
+    opt = jmod.Optimizer(compiled, optax.sgd(0.1))
+
+    @jmod.jit
+    def step(m, x, t):
+        loss, grads = loss_fn(m, x, t)
+        opt.update(grads)
+        return loss
+
+    for _ in range(3):
+        loss, grads = loss_fn(eager, x, t)
+        eager_opt.update(grads)
+        np.testing.assert_allclose(float(step(compiled, x, t)), float(loss), rtol=1e-6)
+    assert step.trace_count == 1
+    np.testing.assert_allclose(np.asarray(compiled.w), np.asarray(eager.w), rtol=1e-6)
+
+
 def test_variables_assigned_by_a_saved_function_are_written_back(tmp_path):
     class Counter(jmod.Module):
         def __init__(self):

@@ -185,6 +185,23 @@ class LoadedModule(Module):
     Its variables sit at the saved paths (`loaded.dense_1.w`), its functions
     are attributes (`loaded.predict(x)`; `loaded(x)` runs `__call__`) and are
     listed in `functions`. It is not an instance of the saved class.
+
+    Example:
+        >>> import tempfile
+        >>> class Shift(jmod.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.inner = jmod.Module()
+        ...         self.inner.b = jmod.Variable([1.0, 2.0])
+        ...     @jmod.jit
+        ...     def __call__(self, x):
+        ...         return x + self.inner.b
+        >>> m = Shift()
+        >>> _ = m(jnp.zeros(2))
+        >>> loaded = jmod.saved_model.load(jmod.saved_model.save(m, tempfile.mkdtemp() + "/s"))
+        >>> loaded.inner.b.assign([5.0, 5.0])     # a real jmod.Variable
+        >>> loaded(jnp.zeros(2)).tolist(), loaded.__call__.signatures
+        ([5.0, 5.0], [SavedSignature(x=float32[2]) -> float32[2]])
     """
 
     def __init__(self, directory, metadata, variables, artifacts):

@@ -26,6 +26,7 @@ from jmod.saved_model.errors import SavedModelError
 from jmod.saved_model.spec import (
     TensorSpec,
     dummy_values,
+    short_tree,
     spec_tree,
     symbolic_specs,
     tensor_specs,
@@ -379,8 +380,6 @@ def _qualname(cls):
 
 
 def _short(arguments):
-    from jmod.saved_model.spec import short_tree
-
     return "(" + ", ".join(f"{k}={short_tree(v)}" for k, v in arguments.items()) + ")"
 
 
