@@ -14,6 +14,7 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax._src.array import ArrayImpl
 
 from jmod import _tracing
 from jmod.errors import TraceError
@@ -25,7 +26,10 @@ logger = logging.getLogger("jmod")
 # Callables told about every finished trace (jmod.summary's graph recorder).
 TRACE_HOOKS = []
 
-_JAX_ARRAY = type(jnp.zeros(()))
+# The concrete array type, named without making an array: creating one at
+# import would start the XLA backend, after which jax.distributed.initialize
+# (jmod.distributed.initialize) refuses to run.
+_JAX_ARRAY = ArrayImpl
 _ARRAY_TYPES = frozenset({_JAX_ARRAY, np.ndarray})
 _MAX_CAPTURES = 64
 _RETRACE_WARNING = 5
