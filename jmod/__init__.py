@@ -1,6 +1,15 @@
 """jmod: object-oriented modules, layers and models on JAX."""
 
-from jmod import errors, initializers, layers, module, profiler, random, summary
+from jmod import (
+    errors,
+    initializers,
+    layers,
+    module,
+    profiler,
+    random,
+    saved_model,
+    summary,
+)
 from jmod._version import __version__
 from jmod.bridge import functional_call
 from jmod.compile import jit
@@ -19,6 +28,8 @@ from jmod.errors import (
 from jmod.gradients import grad, value_and_grad
 from jmod.module import Module
 from jmod.optimizer import Optimizer
+from jmod.saved_model import TensorSpec
+from jmod.saved_model.errors import PlatformError, SavedModelError, SavedModelNotFoundError
 from jmod.variables import Variable
 
 __all__ = [
@@ -29,9 +40,13 @@ __all__ = [
     "Optimizer",
     "ModuleError",
     "OptimizerError",
+    "PlatformError",
+    "SavedModelError",
+    "SavedModelNotFoundError",
     "SerializationError",
     "SignatureError",
     "SummaryError",
+    "TensorSpec",
     "TraceError",
     "Variable",
     "VariableError",
@@ -45,6 +60,7 @@ __all__ = [
     "module",
     "profiler",
     "random",
+    "saved_model",
     "summary",
     "value_and_grad",
 ]

@@ -10,6 +10,7 @@ import os
 import jax
 import jax.numpy as jnp
 
+from jmod import _tracing
 from jmod.module import Module
 from jmod.variables import Variable
 
@@ -73,7 +74,15 @@ def get_global_generator():
     """The generator that `normal`, `uniform`, initializers and Dropout use by default."""
     global _global
     if _global is None:
-        _global = Generator(seed=int.from_bytes(os.urandom(4), "little"), name="global_generator")
+        # Made outside any trace (even when first asked for inside one), so its
+        # key is a concrete array that compiled functions then capture.
+        saved, _tracing.ctx = _tracing.ctx, None
+        try:
+            with jax.ensure_compile_time_eval():
+                seed = int.from_bytes(os.urandom(4), "little")
+                _global = Generator(seed=seed, name="global_generator")
+        finally:
+            _tracing.ctx = saved
     return _global
 
 

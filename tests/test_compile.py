@@ -289,3 +289,26 @@ def test_donate_state_train_step_matches_plain():
     a, b = run(False), run(True)
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6)
+
+
+def test_lowering_first_on_a_fresh_process_global_generator_leaves_no_tracer():
+    code = """
+import jax, jax.numpy as jnp, jmod
+from tests.guide import MyFlexibleSequentialModule
+m = MyFlexibleSequentialModule()
+m.__call__.jaxpr(jnp.ones((1, 3)))
+m.__call__.lower(jnp.ones((1, 3)))
+print(m(jnp.ones((1, 3))).shape, len(m.variables))
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=__import__("os").path.dirname(__import__("os").path.dirname(__file__)),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(1, 2) 4"
