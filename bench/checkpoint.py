@@ -18,7 +18,7 @@ buffers: the disk's limit, 1.00x), jmod (Checkpoint.write / restore), numpy
 orbax-nocomp (StandardCheckpointer with and without zstd; bench extra).
 
 Fresh memory on this VM costs 1-2.5 s per GiB the first time it is touched
-(freed memory goes back to the host), so every worker touches and frees twice
+(freed memory goes back to the host), so every worker touches and frees three times
 the model size before timing anything. Not run in CI.
 
 Usage: python bench/checkpoint.py [--sizes 256 1024] [--reps 3] [--dir /tmp]
@@ -254,7 +254,7 @@ def worker(variant, size_mib, directory):
     jax.block_until_ready(arrays)
     model_bytes = n * ARRAY_BYTES
     # Pre-touch and free: see the module docstring.
-    touch = np.ones(2 * model_bytes // 8)
+    touch = np.ones(3 * model_bytes // 8)
     del touch
 
     path = os.path.join(directory, "ckpt")

@@ -125,6 +125,17 @@ def test_values_are_64_byte_aligned_on_disk_and_in_memory(tmp_path):
     assert all(a.ctypes.data % 64 == 0 for a in got.values())
 
 
+def test_read_buffers_are_adopted_by_jax_without_a_copy_on_cpu(tmp_path):
+    import jax
+
+    _format.write_checkpoint(str(tmp_path / "c"), {"x": np.arange(1000, dtype=np.float32)})
+    got = _format.read_arrays(str(tmp_path / "c"))["x"]
+    on_device = jax.device_put(got)
+    if jax.default_backend() == "cpu":
+        assert on_device.unsafe_buffer_pointer() == got.ctypes.data
+    np.testing.assert_array_equal(np.asarray(on_device), np.arange(1000, dtype=np.float32))
+
+
 def test_unknown_dtype_and_bad_keys_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="obj.*cannot be stored"):
         _format.write_checkpoint(str(tmp_path / "c"), {"obj": np.array([None])})

@@ -29,7 +29,7 @@ class CheckpointManager:
     """Saves `checkpoint` as `directory/ckpt-N`, keeping the newest `max_to_keep`.
 
     Example:
-        >>> import tempfile
+        >>> import os, tempfile
         >>> ckpt = jmod.Checkpoint(step=jmod.Variable(0))
         >>> manager = jmod.CheckpointManager(ckpt, tempfile.mkdtemp(), max_to_keep=2)
         >>> manager.latest_checkpoint is None
