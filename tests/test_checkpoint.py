@@ -471,3 +471,23 @@ def test_async_write_errors_surface_in_wait(tmp_path, monkeypatch):
     handle = Checkpoint(v=jmod.Variable(1.0)).write(str(tmp_path / "c"), blocking=False)
     with pytest.raises(OSError, match="No space"):
         handle.wait()
+
+
+# ---------------------------------------------------------------- docs
+
+
+@pytest.mark.parametrize("name", ["_format", "checkpoint", "manager", "__init__"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    if not hasattr(jmod, "Checkpoint"):
+        pytest.skip("jmod.Checkpoint is not re-exported from jmod/__init__.py yet")
+    module = importlib.import_module("jmod.checkpoint" + ("" if name == "__init__" else f".{name}"))
+    globs = {**vars(module), "jmod": jmod, "jnp": jnp, "np": np}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tests = [t for t in doctest.DocTestFinder().find(module, globs=globs) if t.examples]
+    assert tests
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
