@@ -336,7 +336,7 @@ class CheckpointListing:
         >>> import os, tempfile
         >>> m = jmod.Module()
         >>> m.w = jmod.Variable([[1.0, 2.0]])
-        >>> path = jmod.Checkpoint(model=m).write(os.path.join(tempfile.mkdtemp(), "ckpt"))
+        >>> path = jmod.checkpoint.Checkpoint(model=m).write(os.path.join(tempfile.mkdtemp(), "ckpt"))
         >>> listing = render_checkpoint(path)
         >>> listing.entries[0]
         ('model/w', (1, 2), 'float32')
@@ -416,7 +416,7 @@ def render_checkpoint(path) -> CheckpointListing:
         >>> import os, tempfile
         >>> m = jmod.Module()
         >>> m.b = jmod.Variable([0.0, 0.0, 0.0])
-        >>> path = jmod.Checkpoint(model=m).write(os.path.join(tempfile.mkdtemp(), "ckpt"))
+        >>> path = jmod.checkpoint.Checkpoint(model=m).write(os.path.join(tempfile.mkdtemp(), "ckpt"))
         >>> render_checkpoint(path)
         <CheckpointListing '...ckpt': 2 values>
     """

@@ -1,5 +1,6 @@
 """Notebook rendering: treescope HTML of modules, variables, checkpoints and models."""
 
+import doctest
 import os
 import re
 import subprocess
@@ -203,3 +204,13 @@ def test_renders_without_ipython(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+def test_docstring_examples_run():
+    globs = {**vars(_render), "jmod": jmod, "np": np, "jnp": jnp}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tests = [t for t in doctest.DocTestFinder().find(_render, globs=globs) if t.examples]
+    assert len(tests) >= 4
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
