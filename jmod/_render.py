@@ -336,7 +336,8 @@ class CheckpointListing:
         >>> import os, tempfile
         >>> m = jmod.Module()
         >>> m.w = jmod.Variable([[1.0, 2.0]])
-        >>> path = jmod.checkpoint.Checkpoint(model=m).write(os.path.join(tempfile.mkdtemp(), "ckpt"))
+        >>> ckpt = jmod.checkpoint.Checkpoint(model=m)
+        >>> path = ckpt.write(os.path.join(tempfile.mkdtemp(), "ckpt"))
         >>> listing = render_checkpoint(path)
         >>> listing.entries[0]
         ('model/w', (1, 2), 'float32')
@@ -416,7 +417,8 @@ def render_checkpoint(path) -> CheckpointListing:
         >>> import os, tempfile
         >>> m = jmod.Module()
         >>> m.b = jmod.Variable([0.0, 0.0, 0.0])
-        >>> path = jmod.checkpoint.Checkpoint(model=m).write(os.path.join(tempfile.mkdtemp(), "ckpt"))
+        >>> ckpt = jmod.checkpoint.Checkpoint(model=m)
+        >>> path = ckpt.write(os.path.join(tempfile.mkdtemp(), "ckpt"))
         >>> render_checkpoint(path)
         <CheckpointListing '...ckpt': 2 values>
     """

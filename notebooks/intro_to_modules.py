@@ -34,7 +34,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jmod
 import jmod.checkpoint
