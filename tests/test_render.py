@@ -93,6 +93,15 @@ def test_variable_renders_alone_with_its_array_when_expanded():
     assert any(ln.startswith("  value=") and "float32(2, 2)" in ln for ln in lines)
 
 
+def test_large_module_html_is_compressed():
+    m = jmod.Module()
+    m.blocks = [Dense(np.ones((64, 64)), np.zeros(64)) for _ in range(60)]
+    html = m._repr_html_()
+    assert "<treescope-container" in html and "# blocks/59/w" not in html
+    assert len(html) < 100_000
+    assert "# blocks/59/w" in _render.to_html(m, compressed=False)
+
+
 def test_plain_repr_stays_one_short_line():
     m = Model()
     assert repr(m) == "<Model 'the_model': 6 variables>"
