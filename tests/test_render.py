@@ -193,9 +193,21 @@ def test_built_model_shows_summary_table_above_tree():
     assert "float32(3, 2)" in html
 
 
-def test_renders_without_ipython(tmp_path):
-    script = textwrap.dedent(
-        """
+def _run_python(script):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_renders_without_ipython():
+    script = """
         import sys
         sys.modules["IPython"] = None  # any import of IPython now fails
         import numpy as np
@@ -205,14 +217,20 @@ def test_renders_without_ipython(tmp_path):
         html = m._repr_html_()
         assert "float32(2, 5)" in html and "<treescope-container" in html, html[:200]
         print("ok")
-        """
-    )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "ok"
+    """
+    assert _run_python(script) == "ok"
+
+
+def test_without_treescope_notebooks_fall_back_to_repr():
+    script = """
+        import sys
+        sys.modules["treescope"] = None  # as if it were not installed
+        import jmod
+        m = jmod.Module()
+        m.w = jmod.Variable([1.0])
+        print(m._repr_html_() is None, m.w._repr_html_() is None, repr(m))
+    """
+    assert _run_python(script) == "True True <Module 'module': 1 variables>"
 
 
 def test_docstring_examples_run():
