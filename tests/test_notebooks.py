@@ -34,7 +34,16 @@ EXPECTED = {
         ("my_functional_model", "jmod-summary"),  # the HTML view: table above the tree
         ("reconstructed_model(x)", "same as the original: True"),
     ],
-    "training.ipynb": [],
+    "training.ipynb": [
+        ("history = model.fit(", "Epoch 1/15"),
+        ('print("recorded:"', "recorded: ['loss', 'mae', 'val_loss', 'val_mae']"),
+        ('print("train step traces:"', "train step traces: 1"),
+        ("return_dict=True", "'mae'"),
+        ("np.isclose(mse", "same: True"),
+        ("model", "jmod-summary"),  # the HTML view of the trained model
+        ("restored = jmod.models.load_model", "restored model predicts the same: True"),
+        ("manager.save()", "checkpoints/ckpt-1"),
+    ],
 }
 
 
