@@ -253,12 +253,11 @@ def unknown_classes(config, custom_objects=None):
 def unknown_message(names):
     """The sentence explaining that `names` cannot be loaded and what to do."""
     listed = ", ".join(repr(n) for n in names)
-    example = names[0].split(">")[-1] if names else "MyLayer"
     return (
         f"unknown class(es) {listed}: only jmod's built-in classes and classes registered "
         "with @jmod.saving.register_serializable() can be loaded, and nothing is imported "
-        "from the file. Define and register the class before loading, or pass "
-        f"custom_objects={{{names[0] if names else example!r}: {example}}}"
+        "from the file. Define and register the class(es) before loading, or pass "
+        "custom_objects={registered name: class}"
     )
 
 
