@@ -470,10 +470,12 @@ def test_distribute_batch_splits_rows_and_refuses_uneven_batches():
             except jd.ShardingError as e:
                 error = str(e)
             inside = jax.jit(lambda x: jd.distribute_batch(x) * 2)(jnp.ones((8, 2)))
+            stacked = jd.distribute_batch(np.ones((3, 8, 2)), batch_dim=1)
         print(json.dumps({
             "rows": [np.asarray(s.data).tolist() for s in xb["x"].addressable_shards],
             "n": [xb["n"].is_fully_replicated, float(xb["n"])],
             "error": error, "inside": str(tuple(inside.sharding.spec)),
+            "stacked": [str(tuple(stacked.sharding.spec)), shard_shapes(stacked)],
         }))
         """
     )
@@ -485,6 +487,7 @@ def test_distribute_batch_splits_rows_and_refuses_uneven_batches():
         "along mesh axis 'data'"
     )
     assert out["inside"] == "('data',)"
+    assert out["stacked"] == ["(None, 'data')", [[3, 2, 2]]]
 
 
 # -- several processes --------------------------------------------------------------------
