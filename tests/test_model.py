@@ -206,3 +206,33 @@ def test_summary_of_subclassed_model_with_array_ops_says_multiple():
     lines = []
     model.summary(print_fn=lines.append)
     assert any("multiple" in line and "(Dense)" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "jmod.models",
+        "jmod.models.model",
+        "jmod.models.functional",
+        "jmod.models.sequential",
+        "jmod.models.summary",
+        "jmod.models.archive",
+        "jmod.saving",
+    ],
+)
+def test_docstring_examples_run(name, monkeypatch):
+    import doctest
+    import importlib
+    import zipfile
+
+    # The top-level names the docstrings use (jmod/__init__.py re-exports them).
+    for attr in ("Model", "Sequential", "Input"):
+        monkeypatch.setattr(jmod, attr, getattr(jmod.models, attr), raising=False)
+    module = importlib.import_module(name)
+    globs = {**vars(module), "jmod": jmod, "jnp": jnp, "jax": jax, "np": np, "zipfile": zipfile}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    tests = [t for t in doctest.DocTestFinder().find(module, name, globs=globs) if t.examples]
+    assert tests
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0

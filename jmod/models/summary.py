@@ -115,9 +115,9 @@ def format_html(title, rows, totals, connections=False):
     """The same table as an HTML fragment, for notebooks (`_repr_html_`).
 
     Example:
-        >>> "<td>dense (Dense)</td>" in format_html("m", [("dense (Dense)", "(None, 2)", 8, None)],
-        ...                                         (8, 32, 0, 0))
-        True
+        >>> html = format_html("m", [("dense (Dense)", "(None, 2)", 8, None)], (8, 32, 0, 0))
+        >>> ">dense (Dense)</td>" in html, "Total params: 8 (32.00 B)" in html
+        (True, True)
     """
     esc = html.escape
     header = ["Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if connections else [])
