@@ -20,7 +20,7 @@ import pytest
 
 import jmod
 import jmod.distributed as jd
-from jmod.distributed import _specs, batch, layout, mesh, runtime
+from jmod.distributed import _slices, _specs, batch, layout, mesh, runtime
 from tests.layer_checks import run_docstring_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +143,54 @@ def test_check_spec_accepts_even_splits():
     )
 
 
+class FakeDevice:
+    def __init__(self, process_index):
+        self.process_index = process_index
+
+
+class FakeSharding:
+    """Four devices on two processes, rows split in two, each half held by both processes."""
+
+    def devices_indices_map(self, shape):
+        top, bottom = (slice(0, shape[0] // 2),), (slice(shape[0] // 2, shape[0]),)
+        return {
+            FakeDevice(0): top,
+            FakeDevice(1): top,
+            FakeDevice(0): bottom,
+            FakeDevice(1): bottom,
+        }
+
+
+def test_blocks_list_each_distinct_box_once_with_every_holder():
+    found = _slices.blocks(FakeSharding(), (6, 3))
+    assert [(b.start, b.shape, b.holders) for b in found] == [
+        ((0, 0), (3, 3), (0, 1)),
+        ((3, 0), (3, 3), (0, 1)),
+    ]
+
+
+def test_writers_are_holders_and_balance_bytes():
+    blocks = [
+        _slices.Block((0,), (100,), (0, 1)),
+        _slices.Block((0,), (60,), (0, 1)),
+        _slices.Block((0,), (50,), (0, 1)),
+        _slices.Block((0,), (10,), (1,)),
+    ]
+    assert _slices.assign_writers(blocks, 2) == [0, 1, 1, 1]  # loads 100 / 120
+    assert _slices.assign_writers(blocks[:1], 2) == [0]
+
+
+def test_boxes_intersect_and_slice_relative_to_a_block():
+    assert _slices.box_of((slice(2, 4), slice(None)), (8, 3)) == ((2, 0), (2, 3))
+    assert _slices.intersect(((0, 0), (4, 3)), ((2, 1), (4, 4))) == ((2, 1), (2, 2))
+    assert _slices.intersect(((0,), (4,)), ((4,), (4,))) is None
+    assert _slices.intersect(((), ()), ((), ())) == ((), ())
+    block = np.arange(12).reshape(4, 3) + 100  # holds rows 2..5 of a global (8, 3)
+    global_ = np.arange(24).reshape(8, 3) + 94
+    part = _slices.relative(((3, 1), (2, 2)), ((2, 0), (4, 3)))
+    np.testing.assert_array_equal(block[part], global_[3:5, 1:3])
+
+
 def test_layout_map_looks_up_exact_path_then_the_one_matching_regex():
     lm = jd.LayoutMap({r"dense.*/kernel$": (None, "model"), r"embedding": ("model", None)})
     lm["dense_1/kernel"] = ("model", None)
@@ -219,7 +267,7 @@ def test_process_index_and_count_in_a_single_process():
     assert (jd.process_index(), jd.process_count()) == (0, 1)
 
 
-@pytest.mark.parametrize("module", [jd, _specs, batch, layout, mesh, runtime, jd._errors])
+@pytest.mark.parametrize("module", [jd, _slices, _specs, batch, layout, mesh, runtime, jd._errors])
 def test_docstring_examples(module):
     run_docstring_examples(module)
 
