@@ -9,7 +9,7 @@ import jmod
 import jmod.models
 from jmod.layers import Dense
 from jmod.models import Input, Model
-from tests.guide_layers import FlexibleDense, functional_model
+from tests.guide_layers import functional_model
 
 
 def _dense_np(layer, x):
