@@ -1,0 +1,469 @@
+"""Losses: `Loss` objects and their function forms, as in Keras.
+
+A function form (`mean_squared_error(y_true, y_pred)`) returns one value per
+sample (elementwise losses are averaged over the last axis when the inputs
+have more than one); a `Loss` object reduces those values to a scalar, with
+optional per-sample weights:
+
+    loss(y_true, y_pred, sample_weight) = sum(values * sample_weight) / values.size
+
+(`reduction="sum_over_batch_size"`, the Keras default). Crossentropies take
+probabilities, or logits with `from_logits=True` (more accurate: no clipping).
+
+Example:
+    >>> mse = jmod.losses.MeanSquaredError()
+    >>> float(mse(jnp.array([[0.0], [1.0]]), jnp.array([[1.0], [1.0]])))
+    0.5
+    >>> jmod.losses.get("sparse_categorical_crossentropy").name
+    'sparse_categorical_crossentropy'
+"""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+
+from jmod.module import _snake
+from jmod.training._errors import TrainingError
+
+# Probabilities are clipped to [EPSILON, 1 - EPSILON] before a log (Keras' epsilon).
+EPSILON = 1e-7
+REDUCTIONS = ("sum_over_batch_size", "sum", "mean_with_sample_weight", "none")
+
+
+# -- shapes and dtypes ---------------------------------------------------------------
+
+
+def _float(x):
+    """`x` as a float array, computed in float32 if it is a half type."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits < 32:
+        x = x.astype(jnp.float32)
+    return x
+
+
+def match_rank(y_true, y_pred):
+    """Puts `y_true` and `y_pred` at the same rank when they differ by a size-1 last axis.
+
+    Labels of shape `(B,)` against predictions `(B, 1)` would otherwise
+    broadcast to `(B, B)`: the classic silent bug.
+
+    Example:
+        >>> t, p = match_rank(jnp.zeros(4), jnp.zeros((4, 1)))
+        >>> t.shape, p.shape
+        ((4, 1), (4, 1))
+    """
+    t, p = jnp.ndim(y_true), jnp.ndim(y_pred)
+    if p == t + 1 and jnp.shape(y_pred)[-1] == 1:
+        y_true = jnp.expand_dims(y_true, -1)
+    elif t == p + 1 and jnp.shape(y_true)[-1] == 1:
+        y_true = jnp.squeeze(y_true, -1)
+    return y_true, y_pred
+
+
+def _prepare(y_true, y_pred):
+    y_pred = _float(y_pred)
+    y_true = jnp.asarray(y_true).astype(y_pred.dtype)
+    return match_rank(y_true, y_pred)
+
+
+def _mean_last(values):
+    # Inputs of rank 1 are one value per sample already: averaging them would
+    # mix samples (and break sample weights and padding masks).
+    return jnp.mean(values, axis=-1) if values.ndim > 1 else values
+
+
+def _sparse_labels(y_true, y_pred):
+    y_true = jnp.asarray(y_true)
+    if y_true.ndim == jnp.ndim(y_pred) and y_true.shape[-1] == 1:
+        y_true = jnp.squeeze(y_true, -1)
+    return y_true.astype(jnp.int32)
+
+
+# -- function forms ------------------------------------------------------------------
+
+
+def mean_squared_error(y_true, y_pred):
+    """`mean((y_pred - y_true) ** 2)` over the last axis, per sample.
+
+    Example:
+        >>> jmod.losses.mean_squared_error(jnp.array([[0.0, 2.0]]), jnp.array([[1.0, 1.0]]))
+        Array([1.], dtype=float32)
+    """
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return _mean_last(jnp.square(y_pred - y_true))
+
+
+def mean_absolute_error(y_true, y_pred):
+    """`mean(|y_pred - y_true|)` over the last axis, per sample.
+
+    Example:
+        >>> jmod.losses.mean_absolute_error(jnp.array([[0.0, 2.0]]), jnp.array([[1.0, 1.0]]))
+        Array([1.], dtype=float32)
+    """
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return _mean_last(jnp.abs(y_pred - y_true))
+
+
+def huber(y_true, y_pred, delta=1.0):
+    """Quadratic for errors up to `delta`, linear beyond; averaged over the last axis.
+
+    `0.5 * e**2` if `|e| <= delta`, else `delta * (|e| - 0.5 * delta)`.
+
+    Example:
+        >>> jmod.losses.huber(jnp.array([[0.0, 0.0]]), jnp.array([[0.5, 3.0]]))
+        Array([1.3125], dtype=float32)
+    """
+    y_true, y_pred = _prepare(y_true, y_pred)
+    error = jnp.abs(y_pred - y_true)
+    quadratic = jnp.minimum(error, delta)
+    linear = error - quadratic
+    return _mean_last(0.5 * jnp.square(quadratic) + delta * linear)
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
+    """Crossentropy of independent 0/1 labels, averaged over the last axis.
+
+    Example:
+        >>> out = jmod.losses.binary_crossentropy(jnp.array([[1.0]]), jnp.array([[0.5]]))
+        >>> round(float(out[0]), 4)    # -log(0.5)
+        0.6931
+    """
+    y_true, y_pred = _prepare(y_true, y_pred)
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:
+        values = -(
+            y_true * jax.nn.log_sigmoid(y_pred) + (1.0 - y_true) * jax.nn.log_sigmoid(-y_pred)
+        )
+    else:
+        p = jnp.clip(y_pred, EPSILON, 1.0 - EPSILON)
+        values = -(y_true * jnp.log(p) + (1.0 - y_true) * jnp.log(1.0 - p))
+    return _mean_last(values)
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Crossentropy of one-hot (or soft) labels over the class `axis`, per sample.
+
+    Probabilities are renormalized to sum to 1 and clipped, as Keras does.
+
+    Example:
+        >>> out = jmod.losses.categorical_crossentropy(
+        ...     jnp.array([[0.0, 1.0]]), jnp.array([[0.5, 0.5]]))
+        >>> round(float(out[0]), 4)
+        0.6931
+    """
+    y_pred = _float(y_pred)
+    y_true = jnp.asarray(y_true).astype(y_pred.dtype)
+    if label_smoothing:
+        classes = y_pred.shape[axis]
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / classes
+    if from_logits:
+        log_p = jax.nn.log_softmax(y_pred, axis=axis)
+    else:
+        p = y_pred / jnp.sum(y_pred, axis=axis, keepdims=True)
+        log_p = jnp.log(jnp.clip(p, EPSILON, 1.0 - EPSILON))
+    return -jnp.sum(y_true * log_p, axis=axis)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
+    """Crossentropy of integer class labels against class scores on `axis`, per sample.
+
+    Labels may have shape `(B,)` or `(B, 1)`.
+
+    Example:
+        >>> out = jmod.losses.sparse_categorical_crossentropy(
+        ...     jnp.array([1]), jnp.array([[1.0, 1.0]]), from_logits=True)
+        >>> round(float(out[0]), 4)
+        0.6931
+    """
+    y_pred = _float(y_pred)
+    labels = _sparse_labels(y_true, y_pred)
+    if from_logits:
+        log_p = jax.nn.log_softmax(y_pred, axis=axis)
+    else:
+        p = y_pred / jnp.sum(y_pred, axis=axis, keepdims=True)
+        log_p = jnp.log(jnp.clip(p, EPSILON, 1.0 - EPSILON))
+    log_p = jnp.moveaxis(log_p, axis, -1)
+    picked = jnp.take_along_axis(log_p, labels[..., None], axis=-1)
+    return -jnp.squeeze(picked, -1)
+
+
+mse = MSE = mean_squared_error
+mae = MAE = mean_absolute_error
+
+
+# -- reduction -------------------------------------------------------------------------
+
+
+def _broadcast_weights(weights, values):
+    weights = jnp.asarray(weights, values.dtype)
+    while weights.ndim > values.ndim and weights.shape[-1] == 1:
+        weights = jnp.squeeze(weights, -1)
+    weights = jnp.reshape(weights, weights.shape + (1,) * (values.ndim - weights.ndim))
+    return jnp.broadcast_to(weights, values.shape)
+
+
+def reduce_values(values, sample_weight=None, reduction="sum_over_batch_size", count=None):
+    """Reduces per-sample loss values to a scalar, weighting samples by `sample_weight`.
+
+    Args:
+        values: per-sample losses, shape `(B, ...)`.
+        sample_weight: `None`, a scalar, or shape `(B,)` (broadcast over the rest).
+        reduction: `"sum_over_batch_size"` (sum / number of values),
+            `"sum"`, `"mean_with_sample_weight"` (sum / sum of weights) or `"none"`.
+        count: the number of values to divide by for `"sum_over_batch_size"`
+            (`fit` passes the number of real, unpadded values); default `values.size`.
+
+    Example:
+        >>> float(reduce_values(jnp.array([1.0, 3.0]), jnp.array([1.0, 0.0])))
+        0.5
+    """
+    values = jnp.asarray(values)
+    if sample_weight is not None:
+        weights = _broadcast_weights(sample_weight, values)
+        values = values * weights
+    if reduction == "none":
+        return values
+    total = jnp.sum(values)
+    if reduction == "sum":
+        return total
+    if reduction == "mean_with_sample_weight" and sample_weight is not None:
+        return total / jnp.maximum(jnp.sum(weights), EPSILON)
+    if count is None:
+        count = values.size
+    return total / jnp.maximum(jnp.asarray(count, total.dtype), 1.0)
+
+
+# -- Loss objects ----------------------------------------------------------------------
+
+
+class Loss:
+    """Base class of losses: `call` gives per-sample values, `__call__` reduces them.
+
+    Subclass and implement `call(y_true, y_pred)`, or wrap a function with
+    `LossFunctionWrapper`.
+
+    Example:
+        >>> class Quartic(jmod.losses.Loss):
+        ...     def call(self, y_true, y_pred):
+        ...         return jnp.mean((y_pred - y_true) ** 4, axis=-1)
+        >>> float(Quartic()(jnp.zeros((2, 1)), jnp.ones((2, 1))))
+        1.0
+
+    Args:
+        reduction: how `__call__` reduces (see `reduce_values`).
+        name: the name used in logs.
+    """
+
+    def __init__(self, reduction="sum_over_batch_size", name=None):
+        if reduction not in REDUCTIONS:
+            raise TrainingError(
+                f"loss {name or type(self).__name__}: reduction must be one of {REDUCTIONS}, "
+                f"got {reduction!r}"
+            )
+        self.reduction = reduction
+        self.name = name or _snake(type(self).__name__)
+
+    def call(self, y_true, y_pred):
+        """Per-sample loss values. Subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement call()")
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        values = self.call(y_true, y_pred)
+        return reduce_values(values, sample_weight, self.reduction)
+
+    def get_config(self):
+        """The constructor arguments that rebuild this loss."""
+        return {"name": self.name, "reduction": self.reduction}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class LossFunctionWrapper(Loss):
+    """A `Loss` from a function `fn(y_true, y_pred, **kwargs)` returning per-sample values.
+
+    Example:
+        >>> loss = jmod.losses.LossFunctionWrapper(jmod.losses.mean_absolute_error)
+        >>> loss.name, float(loss(jnp.zeros((2, 1)), jnp.ones((2, 1))))
+        ('mean_absolute_error', 1.0)
+    """
+
+    def __init__(self, fn, reduction="sum_over_batch_size", name=None, **kwargs):
+        super().__init__(reduction=reduction, name=name or getattr(fn, "__name__", "loss"))
+        self.fn = fn
+        self.fn_kwargs = kwargs
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **self.fn_kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), **self.fn_kwargs}
+
+    @classmethod
+    def from_config(cls, config):
+        # Subclasses fix their function; only the wrapper itself needs one.
+        return cls(**config)
+
+
+class MeanSquaredError(LossFunctionWrapper):
+    """Mean of squared errors. See `mean_squared_error`.
+
+    Example:
+        >>> float(jmod.losses.MeanSquaredError()(jnp.zeros((2, 1)), jnp.full((2, 1), 2.0)))
+        4.0
+    """
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_squared_error"):
+        super().__init__(mean_squared_error, reduction=reduction, name=name)
+
+
+class MeanAbsoluteError(LossFunctionWrapper):
+    """Mean of absolute errors. See `mean_absolute_error`.
+
+    Example:
+        >>> float(jmod.losses.MeanAbsoluteError()(jnp.zeros((2, 1)), jnp.full((2, 1), -2.0)))
+        2.0
+    """
+
+    def __init__(self, reduction="sum_over_batch_size", name="mean_absolute_error"):
+        super().__init__(mean_absolute_error, reduction=reduction, name=name)
+
+
+class Huber(LossFunctionWrapper):
+    """Huber loss with threshold `delta`. See `huber`.
+
+    Example:
+        >>> float(jmod.losses.Huber(delta=1.0)(jnp.zeros((1, 1)), jnp.full((1, 1), 3.0)))
+        2.5
+    """
+
+    def __init__(self, delta=1.0, reduction="sum_over_batch_size", name="huber_loss"):
+        super().__init__(huber, reduction=reduction, name=name, delta=float(delta))
+
+
+class BinaryCrossentropy(LossFunctionWrapper):
+    """Crossentropy of 0/1 labels against probabilities (or logits). See `binary_crossentropy`.
+
+    Example:
+        >>> loss = jmod.losses.BinaryCrossentropy(from_logits=True)
+        >>> round(float(loss(jnp.array([[1.0]]), jnp.array([[0.0]]))), 4)
+        0.6931
+    """
+
+    def __init__(
+        self,
+        from_logits=False,
+        label_smoothing=0.0,
+        reduction="sum_over_batch_size",
+        name="binary_crossentropy",
+    ):
+        super().__init__(
+            binary_crossentropy,
+            reduction=reduction,
+            name=name,
+            from_logits=bool(from_logits),
+            label_smoothing=float(label_smoothing),
+        )
+
+
+class CategoricalCrossentropy(LossFunctionWrapper):
+    """Crossentropy of one-hot labels. See `categorical_crossentropy`.
+
+    Example:
+        >>> loss = jmod.losses.CategoricalCrossentropy(from_logits=True)
+        >>> round(float(loss(jnp.array([[0.0, 1.0]]), jnp.array([[0.0, 0.0]]))), 4)
+        0.6931
+    """
+
+    def __init__(
+        self,
+        from_logits=False,
+        label_smoothing=0.0,
+        axis=-1,
+        reduction="sum_over_batch_size",
+        name="categorical_crossentropy",
+    ):
+        super().__init__(
+            categorical_crossentropy,
+            reduction=reduction,
+            name=name,
+            from_logits=bool(from_logits),
+            label_smoothing=float(label_smoothing),
+            axis=int(axis),
+        )
+
+
+class SparseCategoricalCrossentropy(LossFunctionWrapper):
+    """Crossentropy of integer labels. See `sparse_categorical_crossentropy`.
+
+    Example:
+        >>> loss = jmod.losses.SparseCategoricalCrossentropy(from_logits=True)
+        >>> round(float(loss(jnp.array([0]), jnp.array([[0.0, 0.0]]))), 4)
+        0.6931
+    """
+
+    def __init__(
+        self,
+        from_logits=False,
+        axis=-1,
+        reduction="sum_over_batch_size",
+        name="sparse_categorical_crossentropy",
+    ):
+        super().__init__(
+            sparse_categorical_crossentropy,
+            reduction=reduction,
+            name=name,
+            from_logits=bool(from_logits),
+            axis=int(axis),
+        )
+
+
+# -- lookup ----------------------------------------------------------------------------
+
+_CLASSES = {
+    "mean_squared_error": MeanSquaredError,
+    "mse": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError,
+    "mae": MeanAbsoluteError,
+    "huber": Huber,
+    "huber_loss": Huber,
+    "binary_crossentropy": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+for _cls in set(_CLASSES.values()):
+    _CLASSES[_cls.__name__] = _cls
+
+
+def get(identifier):
+    """A `Loss` object from a name, a `Loss`, or a function `(y_true, y_pred) -> values`.
+
+    Names are the function names (`"mse"`, `"sparse_categorical_crossentropy"`)
+    or class names (`"Huber"`); `None` gives `None`.
+
+    Example:
+        >>> jmod.losses.get("mse")
+        <MeanSquaredError 'mean_squared_error'>
+    """
+    if identifier is None or isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str):
+        cls = _CLASSES.get(identifier)
+        if cls is None:
+            known = sorted(k for k in _CLASSES if k.islower())
+            raise TrainingError(f"unknown loss {identifier!r}; known names: {', '.join(known)}")
+        return cls()
+    if inspect.isclass(identifier) and issubclass(identifier, Loss):
+        return identifier()
+    if callable(identifier):
+        return LossFunctionWrapper(identifier)
+    raise TrainingError(
+        f"a loss must be a name, a jmod.losses.Loss or a callable (y_true, y_pred), "
+        f"got {type(identifier).__name__}"
+    )
