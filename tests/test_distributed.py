@@ -20,7 +20,7 @@ import pytest
 
 import jmod
 import jmod.distributed as jd
-from jmod.distributed import _slices, _specs, batch, layout, mesh, runtime
+from jmod.distributed import _slices, _specs, batch, exchange, layout, mesh, runtime
 from tests.layer_checks import run_docstring_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -267,7 +267,9 @@ def test_process_index_and_count_in_a_single_process():
     assert (jd.process_index(), jd.process_count()) == (0, 1)
 
 
-@pytest.mark.parametrize("module", [jd, _slices, _specs, batch, layout, mesh, runtime, jd._errors])
+@pytest.mark.parametrize(
+    "module", [jd, _slices, _specs, batch, exchange, layout, mesh, runtime, jd._errors]
+)
 def test_docstring_examples(module):
     run_docstring_examples(module)
 
@@ -575,7 +577,12 @@ with jd.mesh({"data": 4}):
         xb, yb = jd.distribute_batch((x[rows], y[rows]))
         losses.append(float(step(model, opt, xb, yb)))
 state = {p: np.asarray(v.value.addressable_data(0)).tolist() for p, v in model.named_variables()}
+from jmod.distributed import exchange
+exchange.barrier("after training")
+gathered = [b.decode() for b in exchange.allgather_bytes((f"from {rank}" * (rank + 1)).encode())]
+told = exchange.broadcast_bytes(b"process 0 says" if rank == 0 else b"ignored").decode()
 print(json.dumps({
+    "gathered": gathered, "told": told,
     "rank": jd.process_index(), "count": jd.process_count(), "devices": jax.device_count(),
     "local": jax.local_device_count(), "again": again, "losses": losses, "state": state,
 }))
@@ -612,6 +619,8 @@ def test_two_processes_train_data_parallel_like_one():
         (1, 2, 4, 2),
     ]
     assert "already called in this process (process 0 of 2)" in results[0]["again"]
+    for r in results:
+        assert r["gathered"] == ["from 0", "from 1from 1"] and r["told"] == "process 0 says"
     # The single-process reference: the same 4 steps on the whole 16-row batches.
     ns = {}
     exec(PRELUDE + DATA_PARALLEL, ns)
