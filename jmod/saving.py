@@ -296,7 +296,7 @@ def deserialize(config, custom_objects=None):
         raise SerializationError(f"{registered or class_name}: the class has no from_config()")
     with custom_object_scope(custom_objects or {}):
         try:
-            return cls.from_config(dict(inner))
+            obj = cls.from_config(dict(inner))
         except JmodError:
             raise
         except (TypeError, KeyError, AttributeError) as e:
@@ -304,3 +304,9 @@ def deserialize(config, custom_objects=None):
                 f"cannot rebuild {registered or class_name} from its config "
                 f"(keys {sorted(inner)}): {type(e).__name__}: {e}"
             ) from e
+    saved_name = inner.get("name")
+    if isinstance(saved_name, str) and saved_name and getattr(obj, "name", None) != saved_name:
+        # A constructor that drops `name` (the guide's MySequentialModel) still
+        # gets its saved name back: graphs and weight paths refer to it.
+        obj._name = saved_name
+    return obj

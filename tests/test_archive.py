@@ -111,6 +111,15 @@ def test_guide_subclassed_model_round_trips(tmp_path):
     np.testing.assert_array_equal(reconstructed_model(x), want)
 
 
+def test_subclassed_model_inside_functional_model_round_trips(tmp_path):
+    x = Input(shape=[3])
+    model = Model(x, MySequentialModel()(x))  # its __init__ drops the saved name
+    data = np.ones((2, 3), np.float32)
+    loaded = load_model(model.save(str(tmp_path / "nested.jmod")))
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    np.testing.assert_array_equal(loaded(data), model(data))
+
+
 def test_unbuilt_subclassed_model_gets_values_on_first_call(tmp_path):
     model = MySequentialModel()
     path = model.save(str(tmp_path / "empty.jmod"))

@@ -9,7 +9,7 @@ import jmod
 import jmod.models
 from jmod.layers import Dense
 from jmod.models import Input, Model
-from tests.guide_layers import functional_model
+from tests.guide_layers import MySequentialModel, functional_model
 
 
 def _dense_np(layer, x):
@@ -223,3 +223,14 @@ def test_inputs_are_cast_to_the_input_dtype():
     emb = model.layers[1]
     out = model(np.array([[1.0, 2.0, 3.0, 4.0]]))  # floats given: cast to int32 first
     np.testing.assert_allclose(out[0], np.asarray(emb.embeddings)[[1, 2, 3, 4]], rtol=1e-6)
+
+
+def test_subclassed_model_called_on_input_builds_its_layers_with_unknown_batch():
+    x = Input(shape=[3])
+    inner = MySequentialModel()
+    y = inner(x)
+    assert y.shape == (None, 2)
+    assert inner.dense_1.build_calls == [(None, 3)] and inner.dense_2.build_calls == [(None, 3)]
+    model = Model(x, y)
+    data = np.ones((2, 3), np.float32)
+    np.testing.assert_allclose(model(data), inner(data), rtol=1e-6)

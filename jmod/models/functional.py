@@ -287,6 +287,18 @@ def _abstract(layer, run, tensors, size):
     return out
 
 
+def _build_symbolically(layer, leaves, treedef):
+    # The layer builds sublayers inside call() (a subclassed model): run its
+    # call() on the symbolic tensors themselves, so each sublayer builds from
+    # shapes with the batch unknown, as Keras does. A call() that does more
+    # than call layers fails here, and the eager build below takes over.
+    inputs, args, kwargs = jax.tree_util.tree_unflatten(treedef, leaves)
+    try:
+        layer.call(inputs, *args, **kwargs)
+    except Exception:  # noqa: BLE001 - any failure means "build it eagerly instead"
+        pass
+
+
 def _build_eagerly(layer, run, tensors):
     # The layer creates variables inside call(); run it once on zeros so
     # they exist with real values, then undo what the call changed.
@@ -329,6 +341,9 @@ def call_symbolic(layer, inputs, args, kwargs):
     # would be a tracer forever.
     random.get_global_generator()
     first = _abstract(layer, run, tensors, _PLACEHOLDERS[0])
+    if first is None:
+        _build_symbolically(layer, leaves, treedef)
+        first = _abstract(layer, run, tensors, _PLACEHOLDERS[0])
     if first is None:
         _build_eagerly(layer, run, tensors)
         first = _abstract(layer, run, tensors, _PLACEHOLDERS[0])
@@ -609,17 +624,20 @@ def graph_from_config(config):
         if not isinstance(entry, dict):
             raise SerializationError(f"functional model config: layer entry {entry!r:.80}")
         layer = saving.deserialize(entry)
-        if any(other.name == layer.name for other in layers):
-            raise SerializationError(f"functional model config: layer {layer.name!r} twice")
-        layers.append(layer)
+        # Tensors refer to layers by the name saved, which a layer whose
+        # __init__ drops `name` (the guide's MySequentialModel) does not get back.
+        name = entry.get("name", layer.name)
+        if name in pending:
+            raise SerializationError(f"functional model config: layer {name!r} twice")
+        layers.append((name, layer))
         if isinstance(layer, InputLayer):
-            tensors[(layer.name, 0, 0)] = layer.output
-        pending[layer.name] = list(entry.get("inbound_nodes") or [])
+            tensors[(name, 0, 0)] = layer.output
+        pending[name] = list(entry.get("inbound_nodes") or [])
     progress = True
     while progress and any(pending.values()):
         progress = False
-        for layer in layers:
-            calls = pending[layer.name]
+        for name, layer in layers:
+            calls = pending[name]
             while calls:
                 call = calls[0]
                 try:
@@ -628,14 +646,12 @@ def graph_from_config(config):
                 except _Missing:
                     break
                 if not isinstance(args, list) or not args or not isinstance(kwargs, dict):
-                    raise SerializationError(
-                        f"functional model config: bad call of layer {layer.name!r}"
-                    )
+                    raise SerializationError(f"functional model config: bad call of layer {name!r}")
                 outputs = layer(args[0], *args[1:], **kwargs)
-                k = counts.get(layer.name, 0)
-                counts[layer.name] = k + 1
+                k = counts.get(name, 0)
+                counts[name] = k + 1
                 for i, t in enumerate(jax.tree_util.tree_leaves(outputs)):
-                    tensors[(layer.name, k, i)] = t
+                    tensors[(name, k, i)] = t
                 calls.pop(0)
                 progress = True
     stuck = [name for name, calls in pending.items() if calls]
