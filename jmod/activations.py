@@ -203,7 +203,7 @@ def serialize(activation):
     saving = _saving()
     if saving is not None:
         name = saving.get_registered_name(activation)
-        if ">" in name:
+        if saving.get_registered_object(name) is activation:
             return name
     raise SerializationError(
         f"cannot serialize activation {getattr(activation, '__name__', activation)!r}: "

@@ -119,8 +119,8 @@ def serialize(regularizer):
     if ALL.get(cls.__name__) is cls:
         return {"class_name": cls.__name__, "config": regularizer.get_config()}
     saving = _saving()
-    name = saving.get_registered_name(cls) if saving is not None else ""
-    if ">" in name and hasattr(regularizer, "get_config"):
+    name = saving.get_registered_name(cls) if saving is not None else None
+    if name and saving.get_registered_object(name) is cls and hasattr(cls, "get_config"):
         return {"class_name": name, "config": regularizer.get_config()}
     raise SerializationError(
         f"cannot serialize regularizer {regularizer!r:.60}: a config names built-in "

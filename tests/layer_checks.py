@@ -49,3 +49,18 @@ def call_jitted(layer, *args, **kwargs):
     """`layer(*args, **kwargs)` through `jmod.jit` (a fresh compiled function)."""
     fn = jmod.jit(lambda layer, *a, **k: layer(*a, **k))
     return fn(layer, *args, **kwargs)
+
+
+def numpy_initializer(seed=0, scale=0.5):
+    """An initializer callable drawing NumPy normals.
+
+    XLA compiles jax.random's sampler once per weight shape (about a second
+    each on a busy CPU), so tests that need many shapes of random weights
+    use this instead; layers accept any `(shape, dtype) -> array` callable.
+    """
+    rng = np.random.default_rng(seed)
+
+    def init(shape, dtype=np.float32):
+        return (scale * rng.normal(size=shape)).astype(dtype)
+
+    return init

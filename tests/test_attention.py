@@ -5,7 +5,12 @@ import pytest
 import jmod
 from jmod.errors import LayerCallError, SerializationError
 from jmod.layers import attention
-from tests.layer_checks import config_round_trip, dtype_policy, run_docstring_examples
+from tests.layer_checks import (
+    config_round_trip,
+    dtype_policy,
+    numpy_initializer,
+    run_docstring_examples,
+)
 
 RNG = np.random.default_rng(5)
 Q = RNG.normal(size=(2, 3, 8)).astype(np.float32)
@@ -46,7 +51,9 @@ def _reference(layer, query, value, key=None, mask=None):
 
 
 def _layer(**kwargs):
-    return jmod.layers.MultiHeadAttention(bias_initializer="random_normal", **kwargs)
+    return jmod.layers.MultiHeadAttention(
+        kernel_initializer=numpy_initializer(1), bias_initializer=numpy_initializer(2), **kwargs
+    )
 
 
 def test_self_attention_matches_reference():
@@ -194,19 +201,21 @@ def test_bad_arguments_are_serialization_errors(kwargs, match):
 
 
 def test_config_round_trip():
+    # The docstring example's weight shapes, so the initializer compiles once.
     layer = jmod.layers.MultiHeadAttention(
         num_heads=2,
-        key_dim=3,
+        key_dim=4,
         value_dim=4,
         dropout=0.1,
         use_bias=False,
-        output_shape=(5,),
+        output_shape=(8,),
         kernel_initializer=jmod.initializers.GlorotUniform(seed=2),
         seed=4,
     )
     clone = config_round_trip(layer)
-    assert clone.get_config()["output_shape"] == [5]
-    np.testing.assert_array_equal(np.asarray(layer(Q, V)), np.asarray(clone(Q, V)))
+    assert clone.get_config()["output_shape"] == [8]
+    value = RNG.normal(size=(2, 5, 16)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(layer(Q, value)), np.asarray(clone(Q, value)))
 
 
 def test_compute_output_shape():

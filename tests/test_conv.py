@@ -7,9 +7,16 @@ import pytest
 import jmod
 from jmod.errors import LayerCallError, SerializationError
 from jmod.layers import conv
-from tests.layer_checks import call_jitted, config_round_trip, dtype_policy, run_docstring_examples
+from tests.layer_checks import (
+    call_jitted,
+    config_round_trip,
+    dtype_policy,
+    numpy_initializer,
+    run_docstring_examples,
+)
 
 RNG = np.random.default_rng(2)
+INIT = {"kernel_initializer": numpy_initializer(1), "bias_initializer": numpy_initializer(2)}
 
 
 def _conv2d_reference(x, w, b, strides, padding, dilation, groups=1):
@@ -66,7 +73,7 @@ CASES_2D = [
 @pytest.mark.parametrize("kwargs", CASES_2D, ids=lambda k: str(sorted(k.items())))
 def test_conv2d_matches_loop_reference(kwargs):
     x = RNG.normal(size=(2, 7, 6, 4)).astype(np.float32)
-    layer = jmod.layers.Conv2D(6, bias_initializer="random_normal", **kwargs)
+    layer = jmod.layers.Conv2D(6, **INIT, **kwargs)
     out = np.asarray(layer(x))
     w, b = _weights(layer)
     ref = _conv2d_reference(
@@ -95,7 +102,7 @@ def test_conv2d_matches_loop_reference(kwargs):
 )
 def test_conv1d_matches_loop_reference(kwargs):
     x = RNG.normal(size=(2, 9, 3)).astype(np.float32)
-    layer = jmod.layers.Conv1D(6, bias_initializer="random_normal", **kwargs)
+    layer = jmod.layers.Conv1D(6, **INIT, **kwargs)
     out = np.asarray(layer(x))
     w, b = _weights(layer)
     ref = _conv1d_reference(
@@ -106,7 +113,7 @@ def test_conv1d_matches_loop_reference(kwargs):
 
 
 def test_causal_output_does_not_see_the_future():
-    layer = jmod.layers.Conv1D(2, 3, padding="causal")
+    layer = jmod.layers.Conv1D(2, 3, padding="causal", **INIT)
     x = RNG.normal(size=(1, 8, 1)).astype(np.float32)
     changed = x.copy()
     changed[0, 5:] += 10.0
@@ -116,7 +123,7 @@ def test_causal_output_does_not_see_the_future():
 def test_channels_first_equals_transposed_channels_last():
     x = RNG.normal(size=(2, 4, 6, 5)).astype(np.float32)  # NCHW
     first = jmod.layers.Conv2D(3, 3, padding="same", data_format="channels_first")
-    last = jmod.layers.Conv2D(3, 3, padding="same", bias_initializer="ones")
+    last = jmod.layers.Conv2D(3, 3, padding="same", **INIT)
     out_last = np.asarray(last(np.transpose(x, (0, 2, 3, 1))))
     first(x)
     first.kernel.assign(last.kernel)
@@ -128,7 +135,7 @@ def test_channels_first_equals_transposed_channels_last():
 
 def test_activation_is_applied():
     x = RNG.normal(size=(1, 5, 5, 2)).astype(np.float32)
-    layer = jmod.layers.Conv2D(3, 3, activation="relu")
+    layer = jmod.layers.Conv2D(3, 3, activation="relu", **INIT)
     out = np.asarray(layer(x))
     w, b = _weights(layer)
     ref = np.maximum(_conv2d_reference(x, w, b, (1, 1), "valid", (1, 1)), 0)
@@ -136,14 +143,14 @@ def test_activation_is_applied():
 
 
 def test_kernel_layout_is_keras_hwio():
-    layer = jmod.layers.Conv2D(8, (3, 2), groups=2)
+    layer = jmod.layers.Conv2D(8, (3, 2), groups=2, **INIT)
     layer(jnp.ones((1, 5, 5, 4)))
     assert layer.kernel.shape == (3, 2, 2, 8) and layer.bias.shape == (8,)
 
 
 def test_jit_gives_the_eager_numbers():
     x = RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)
-    layer = jmod.layers.Conv2D(4, 3, strides=2, padding="same")
+    layer = jmod.layers.Conv2D(4, 3, strides=2, padding="same", **INIT)
     np.testing.assert_allclose(
         np.asarray(call_jitted(layer, x)), np.asarray(layer(x)), rtol=1e-6, atol=1e-6
     )
@@ -151,7 +158,7 @@ def test_jit_gives_the_eager_numbers():
 
 def test_mixed_bfloat16():
     with dtype_policy("mixed_bfloat16"):
-        layer = jmod.layers.Conv1D(4, 3)
+        layer = jmod.layers.Conv1D(4, 3, **INIT)
     x = RNG.normal(size=(2, 6, 3)).astype(np.float32)
     out = layer(x)
     assert out.dtype == jnp.bfloat16 and layer.kernel.dtype == jnp.float32
@@ -165,20 +172,22 @@ def test_mixed_bfloat16():
 
 
 def test_wrong_channels_after_build_names_the_layer():
-    layer = jmod.layers.Conv2D(2, 3, name="c")
+    layer = jmod.layers.Conv2D(2, 3, name="c", **INIT)
     layer(jnp.ones((1, 5, 5, 3)))
-    with pytest.raises(LayerCallError, match="'c' \\(Conv2D\\).*last dimension 3.*\\(1, 5, 5, 4\\)"):
+    with pytest.raises(
+        LayerCallError, match="'c' \\(Conv2D\\).*last dimension 3.*\\(1, 5, 5, 4\\)"
+    ):
         layer(jnp.ones((1, 5, 5, 4)))
 
 
 def test_wrong_rank_is_refused():
     with pytest.raises(LayerCallError, match="rank 4"):
-        jmod.layers.Conv2D(2, 3)(jnp.ones((5, 5, 3)))
+        jmod.layers.Conv2D(2, 3, **INIT)(jnp.ones((5, 5, 3)))
 
 
 def test_channels_not_divisible_by_groups():
     with pytest.raises(LayerCallError, match="5 channels are not divisible by groups=2"):
-        jmod.layers.Conv2D(4, 1, groups=2)(jnp.ones((1, 3, 3, 5)))
+        jmod.layers.Conv2D(4, 1, groups=2, **INIT)(jnp.ones((1, 3, 3, 5)))
 
 
 @pytest.mark.parametrize(
