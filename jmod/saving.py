@@ -132,6 +132,7 @@ def custom_object_scope(custom_objects):
 
 
 def _builtins():
+    """{(module name, class name): class} for every class jmod's public modules offer."""
     import importlib
     import sys
 
@@ -149,12 +150,24 @@ def _builtins():
                 and obj.__module__.startswith("jmod.")
                 and hasattr(obj, "from_config")
             ):
-                found.setdefault(obj.__name__, obj)
+                found.setdefault((module_name, obj.__name__), obj)
     return found
 
 
-def _is_builtin(cls):
-    return _builtins().get(cls.__name__) is cls
+def _builtin(class_name, module=None):
+    # `module` tells apart built-ins with one name (jmod.losses.MeanSquaredError
+    # and jmod.metrics.MeanSquaredError); it only ever selects among _BUILTIN_MODULES.
+    for (module_name, name), cls in _builtins().items():
+        if name == class_name and module in (None, module_name):
+            return cls
+    return None
+
+
+def _builtin_module(cls):
+    for (module_name, _), builtin in _builtins().items():
+        if builtin is cls:
+            return module_name
+    return None
 
 
 def serialize(obj):
@@ -179,13 +192,17 @@ def serialize(obj):
             f"{type(config).__name__}"
         )
     _check_json(config, f"{label}.config")
+    module = None if cls in _NAMES else _builtin_module(cls)
     if cls in _NAMES:
         registered = _NAMES[cls]
-    elif _is_builtin(cls):
+    elif module is not None:
         registered = None
     else:
         registered = cls.__name__
-    return {"class_name": cls.__name__, "config": config, "registered_name": registered}
+    out = {"class_name": cls.__name__, "config": config, "registered_name": registered}
+    if module is not None and module not in ("jmod.layers", "jmod.models"):
+        out["module"] = module
+    return out
 
 
 def _check_json(value, where):
@@ -209,13 +226,14 @@ def _check_json(value, where):
     )
 
 
-def _find_class(class_name, registered_name, custom_objects):
+def _find_class(class_name, registered_name, custom_objects, module=None):
     if registered_name:
         cls = get_registered_object(registered_name, custom_objects)
         if cls is None:
             cls = get_registered_object(class_name, custom_objects)
         return cls
-    return get_registered_object(class_name, custom_objects) or _builtins().get(class_name)
+    found = get_registered_object(class_name, custom_objects)
+    return found or _builtin(class_name, module if isinstance(module, str) else None)
 
 
 def _is_ref(value):
@@ -237,7 +255,10 @@ def unknown_classes(config, custom_objects=None):
     def walk(value):
         if _is_ref(value):
             registered = value["registered_name"]
-            if _find_class(value["class_name"], registered, custom_objects) is None:
+            found = _find_class(
+                value["class_name"], registered, custom_objects, value.get("module")
+            )
+            if found is None:
                 unknown.append(registered or value["class_name"])
         if isinstance(value, dict):
             for item in value.values():
@@ -289,7 +310,7 @@ def deserialize(config, custom_objects=None):
         raise SerializationError(
             f"{class_name}: 'config' must be a dict, got {type(inner).__name__}"
         )
-    cls = _find_class(class_name, registered, custom_objects)
+    cls = _find_class(class_name, registered, custom_objects, config.get("module"))
     if cls is None:
         raise SerializationError(unknown_message([registered or class_name]))
     if not hasattr(cls, "from_config"):

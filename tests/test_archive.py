@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jmod
+import jmod.losses
 import jmod.models
 import jmod.saving
 from jmod import layers
@@ -383,3 +384,46 @@ def test_every_builtin_layer_reloads_in_a_fresh_process(tmp_path):
         assert got["class"] == name
         assert got["config"] == expected[name], name
         assert got["max_diff"] <= 1e-5, (name, got["max_diff"])
+
+
+# -- compiled models -----------------------------------------------------------------
+
+
+def _regression_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    return x, x @ np.array([[1.0], [-2.0], [0.5]], "float32")
+
+
+def test_compiled_model_reloads_compiled_and_trains_on_identically(tmp_path):
+    jmod.random.set_seed(0)
+    x, y = _regression_data()
+    model = Sequential([Input(shape=[3]), layers.Dense(4, activation="relu"), layers.Dense(1)])
+    model.compile(optimizer="adam", loss=jmod.losses.MeanSquaredError(), metrics=["mae"])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = model.save(str(tmp_path / "trained.jmod"))
+    with zipfile.ZipFile(path) as zf:
+        assert "optimizer.index" in zf.namelist()
+    loaded = load_model(path)
+    assert loaded.compiled
+    assert int(loaded.optimizer.iterations.value) == 4
+    for (key, saved), (key2, restored) in zip(
+        model.optimizer.named_variables(), loaded.optimizer.named_variables()
+    ):
+        assert key == key2
+        np.testing.assert_array_equal(restored.value, saved.value)
+    again = model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    resumed = loaded.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert resumed.history == again.history
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_optax_optimizer_cannot_be_stored_so_the_model_loads_uncompiled(tmp_path):
+    import optax
+
+    model = Sequential([Input(shape=[3]), layers.Dense(1)])
+    model.compile(optax.sgd(0.1), loss="mse")
+    with pytest.warns(UserWarning, match="optimizer=.*uncompiled"):
+        path = model.save(str(tmp_path / "optax.jmod"))
+    assert not load_model(path).compiled
+    assert not load_model(path, compile=False).compiled

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import jmod
+import jmod.losses
+import jmod.metrics
 import jmod.models
 import jmod.saving
 from jmod.layers import Dense
@@ -164,3 +166,13 @@ def test_model_from_json_round_trip():
     model = jmod.models.Sequential([jmod.models.Input(shape=[2]), Dense(1, name="out")])
     clone = jmod.models.model_from_json(model.to_json())
     assert [layer.name for layer in clone.layers] == ["out"] and clone.built
+
+
+def test_builtins_sharing_a_class_name_stay_apart():
+    metric = serialize(jmod.metrics.MeanSquaredError())
+    loss = serialize(jmod.losses.MeanSquaredError())
+    assert (metric["module"], loss["module"]) == ("jmod.metrics", "jmod.losses")
+    assert type(deserialize(metric)) is jmod.metrics.MeanSquaredError
+    assert type(deserialize(loss)) is jmod.losses.MeanSquaredError
+    with pytest.raises(jmod.SerializationError, match="unknown class"):
+        deserialize({**metric, "module": "os"})

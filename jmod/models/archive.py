@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 
 import jax
@@ -27,7 +28,7 @@ import jax
 from jmod import saving
 from jmod._version import __version__
 from jmod.checkpoint import Checkpoint
-from jmod.errors import SerializationError
+from jmod.errors import JmodError, SerializationError
 
 FORMAT = "jmod.model"
 FORMAT_VERSION = 1
@@ -216,7 +217,15 @@ def _load(filepath, zf, custom_objects, compile):
             status.assert_existing_objects_matched().expect_partial()
         compile_config = config.get("compile_config")
         if compile and compile_config is not None and hasattr(model, "compile_from_config"):
-            model.compile_from_config(compile_config)
+            try:
+                model.compile_from_config(compile_config)
+            except JmodError as e:
+                warnings.warn(
+                    f"{filepath}: the model loads uncompiled: its compile arguments cannot "
+                    f"be restored ({e})",
+                    stacklevel=3,
+                )
+                return model
             optimizer = getattr(model, "optimizer", None)
             saved = _extract_checkpoint(zf, _OPTIMIZER, tmp)
             if optimizer is not None and saved is not None:

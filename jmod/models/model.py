@@ -4,19 +4,22 @@ Subclass it and write `call` (a subclassed model), or give it symbolic
 `inputs` and `outputs` (a functional model: `jmod.Model(inputs=..., outputs=...)`).
 """
 
+import inspect
 import json
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jmod import _tracing, saving
-from jmod.errors import ModuleError
+from jmod.errors import ModuleError, SerializationError
 from jmod.layers.layer import Layer, _map_shapes
 from jmod.layers.policy import dtype_policy
 from jmod.models import functional
 from jmod.models import summary as _summary
 from jmod.module import _deliver, _expand
+from jmod.training.trainer import TrainerMixin
 
 # Functional and Sequential models keep their layers in the instance dict under
 # "layers", a dict name -> layer, so variable paths read `layers/dense/kernel`
@@ -55,7 +58,7 @@ def _is_shape(x):
     return isinstance(x, (list, tuple)) and all(d is None or isinstance(d, int) for d in x)
 
 
-class Model(Layer):  # TODO(training): class Model(TrainerMixin, Layer) once jmod.training lands
+class Model(TrainerMixin, Layer):
     """A layer that groups layers: subclassed, or functional from `jmod.Input`s.
 
     Subclassed models create layers in `__init__` and use them in `call`;
@@ -289,6 +292,39 @@ class Model(Layer):  # TODO(training): class Model(TrainerMixin, Layer) once jmo
         """The model's config (`jmod.saving.serialize`) as a JSON string."""
         return json.dumps(saving.serialize(self))
 
+    # -- compile config (stored by save) ------------------------------------------
+    def compile(self, *args, **kwargs):
+        """Sets up training (see `jmod.training.TrainerMixin.compile`).
+
+        The arguments are kept so that `save` can store them when they are
+        names or serializable jmod objects (`"adam"`, `"mse"`, `["mae"]`):
+        `load_model` then compiles the model again and restores the
+        optimizer's state. An optax object or a plain function cannot be
+        stored; such a model loads uncompiled.
+        """
+        super().compile(*args, **kwargs)
+        bound = inspect.signature(TrainerMixin.compile).bind(self, *args, **kwargs)
+        self.__dict__["_jmod_compile_args"] = dict(list(bound.arguments.items())[1:])
+
+    def get_compile_config(self):
+        """The `compile` arguments as JSON-ready data, or None if not compiled or not storable."""
+        arguments = self.__dict__.get("_jmod_compile_args")
+        if arguments is None:
+            return None
+        try:
+            return {key: _encode_compile(value, key) for key, value in arguments.items()}
+        except SerializationError as e:
+            warnings.warn(
+                f"model {self.name!r}: compile arguments cannot be saved ({e}); the archive "
+                "loads as an uncompiled model",
+                stacklevel=3,
+            )
+            return None
+
+    def compile_from_config(self, config):
+        """Compiles the model with the arguments `get_compile_config()` stored."""
+        self.compile(**{key: _decode_compile(value) for key, value in config.items()})
+
     # -- summary -------------------------------------------------------------------
     def _summary_parts(self):
         if not self.built:
@@ -424,3 +460,25 @@ def _totals(variables):
         counts[bool(var.trainable)][0] += size
         counts[bool(var.trainable)][1] += size * jnp.dtype(var.dtype).itemsize
     return (*counts[True], *counts[False])
+
+
+def _encode_compile(value, where):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list) or type(value) is tuple:
+        return [_encode_compile(v, where) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _encode_compile(v, f"{where}.{k}") for k, v in value.items()}
+    if hasattr(value, "get_config") and not isinstance(value, type):
+        return saving.serialize(value)
+    raise SerializationError(f"{where}={type(value).__name__} is neither a name nor a jmod object")
+
+
+def _decode_compile(value):
+    if isinstance(value, dict) and {"class_name", "config", "registered_name"} <= value.keys():
+        return saving.deserialize(value)
+    if isinstance(value, list):
+        return [_decode_compile(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode_compile(v) for k, v in value.items()}
+    return value
