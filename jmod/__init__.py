@@ -1,17 +1,26 @@
 """jmod: object-oriented modules, layers and models on JAX."""
 
 from jmod import (
+    activations,
+    checkpoint,
+    distributed,
     errors,
     initializers,
     layers,
+    losses,
+    metrics,
+    models,
     module,
     profiler,
     random,
     saved_model,
+    saving,
     summary,
+    training,
 )
 from jmod._version import __version__
 from jmod.bridge import functional_call
+from jmod.checkpoint import Checkpoint, CheckpointManager
 from jmod.compile import jit
 from jmod.errors import (
     CheckpointError,
@@ -26,6 +35,7 @@ from jmod.errors import (
     VariableError,
 )
 from jmod.gradients import grad, value_and_grad
+from jmod.models import Input, Model, Sequential
 from jmod.module import Module
 from jmod.optimizer import Optimizer
 from jmod.saved_model import TensorSpec
@@ -33,6 +43,19 @@ from jmod.saved_model.errors import PlatformError, SavedModelError, SavedModelNo
 from jmod.variables import Variable
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointManager",
+    "Input",
+    "Model",
+    "Sequential",
+    "activations",
+    "checkpoint",
+    "distributed",
+    "losses",
+    "metrics",
+    "models",
+    "saving",
+    "training",
     "CheckpointError",
     "JmodError",
     "LayerCallError",
