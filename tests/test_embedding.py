@@ -5,7 +5,13 @@ import pytest
 import jmod
 from jmod.errors import LayerCallError, SerializationError
 from jmod.layers import embedding
-from tests.layer_checks import call_jitted, config_round_trip, dtype_policy, run_docstring_examples
+from tests.layer_checks import (
+    call_jitted,
+    config_round_trip,
+    dtype_policy,
+    numpy_initializer,
+    run_docstring_examples,
+)
 
 IDS = np.array([[0, 3, 3, 9], [5, 1, 0, 2]], dtype=np.int32)
 
@@ -65,6 +71,15 @@ def test_mixed_bfloat16_output_float32_table():
     assert out.dtype == jnp.bfloat16 and layer.embeddings.dtype == jnp.float32
     np.testing.assert_allclose(
         np.asarray(out, np.float32), np.asarray(layer.embeddings)[IDS], rtol=1e-2
+    )
+
+
+def test_float_ids_keep_their_value_under_mixed_precision():
+    with dtype_policy("mixed_bfloat16"):
+        layer = jmod.layers.Embedding(2000, 2, embeddings_initializer=numpy_initializer())
+    out = layer(np.array([[1001.0, 3.0]], np.float32))
+    np.testing.assert_allclose(
+        np.asarray(out, np.float32)[0, 0], np.asarray(layer.embeddings)[1001], rtol=1e-2
     )
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from jmod.layers import _common as c
 from jmod.layers.layer import Layer
+from jmod.variables import Variable
 
 
 class Embedding(Layer):
@@ -71,6 +72,13 @@ class Embedding(Layer):
                     f"to {host.max()}"
                 )
         return jnp.take(self._cast(self.embeddings), ids, axis=0)
+
+    def _convert_input(self, x):
+        # Ids are never cast to the compute dtype: bfloat16 holds integers
+        # exactly only up to 256, so id 1001 would become 1000.
+        if isinstance(x, (list, tuple, int, float)):
+            return jnp.asarray(x)
+        return x.value if isinstance(x, Variable) else x
 
     def compute_mask(self, inputs, mask=None):
         """`inputs != 0` when `mask_zero`, else None."""
