@@ -6,6 +6,7 @@ import pytest
 
 import jmod
 import jmod.models
+import jmod.saving
 from jmod.layers import Dense
 from jmod.models import Input, Sequential
 
@@ -105,3 +106,15 @@ def test_jit_of_sequential_matches_eager():
     x = np.ones((2, 3), np.float32)
     eager = model(x)
     np.testing.assert_allclose(jmod.jit(lambda m, x: m(x))(model, x), eager, rtol=1e-5)
+
+
+def test_subclass_with_its_own_constructor_saves_its_arguments():
+    @jmod.saving.register_serializable(package="Test")
+    class Stack(Sequential):
+        def __init__(self, width, **kwargs):
+            super().__init__([Input(shape=[3]), Dense(width)], **kwargs)
+
+    model = Stack(5, name="stack")
+    assert model.get_config() == {"name": "stack", "trainable": True, "width": 5}
+    clone = jmod.saving.deserialize(jmod.saving.serialize(model))
+    assert type(clone) is Stack and clone.output_shape == (None, 5)

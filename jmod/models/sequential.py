@@ -143,6 +143,8 @@ class Sequential(Model):
         return x
 
     def get_config(self):
+        if type(self).__init__ is not Sequential.__init__:
+            return Layer.get_config(self)  # a subclass: its own constructor arguments
         config = {"name": self.name, "trainable": self.trainable}
         if self.dtype_policy.name != dtype_policy().name:
             config["dtype"] = self.dtype_policy.name
@@ -156,6 +158,8 @@ class Sequential(Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        if cls.__init__ is not Sequential.__init__:
+            return cls(**config)
         entries = config.pop("layers", [])
         if not isinstance(entries, list):
             raise SerializationError(
