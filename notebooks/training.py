@@ -25,7 +25,6 @@ a CPU.
         "code",
         """
 import numpy as np
-import optax
 
 import jmod
 import jmod.checkpoint
@@ -91,15 +90,22 @@ model.summary()
         """
 ## Compile
 
-The optimizer is an optax transformation (names such as `"adam"` work too),
+The optimizer is a name (`"adam"`, `"sgd"`, ... with Keras' defaults) or any
+[optax](https://optax.readthedocs.io) transformation (`optax.adam(1e-2)`);
 the loss a name, a `jmod.losses` object or any function
-`(y_true, y_pred) -> loss`, and the metrics are reported next to the loss.
+`(y_true, y_pred) -> loss`; the metrics are reported next to the loss.
+
+A named optimizer keeps its learning rate in its state (variables, like the
+moments), so callbacks can change it without recompiling, and `save` can
+store it. Here it starts at 0.01 instead of Keras' 0.001.
 """,
     ),
     (
         "code",
         """
-model.compile(optimizer=optax.adam(1e-2), loss="mse", metrics=["mae"])
+model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+jmod.training.set_learning_rate(model.optimizer, 1e-2)
+print(f"learning rate: {jmod.training.get_learning_rate(model.optimizer):g}")
 """,
     ),
     (
@@ -159,8 +165,10 @@ history = model.fit(
         "code",
         """
 print("recorded:", sorted(history.history))
-print(f"loss: first epoch {history.history['loss'][0]:.4f}, last {history.history['loss'][-1]:.4f}")
-print("best validation epoch (from the callback): %d, val_loss %.4f" % best_epoch.best)
+losses = history.history["loss"]
+print(f"loss: first epoch {losses[0]:.4f}, last {losses[-1]:.4f}")
+epoch, val_loss = best_epoch.best
+print(f"best validation epoch (from the callback): {epoch}, val_loss {val_loss:.4f}")
 print("the callback saw", len(best_epoch.val_losses), "epochs")
 """,
     ),
@@ -235,9 +243,11 @@ model
         """
 ## Saving and loading the trained model
 
-`save` writes the config, the weights and the optimizer state into one
-archive; `load_model` gives back a model that predicts the same and can go on
-training where it stopped.
+`save` writes the config, the compile arguments, the weights and the optimizer
+state into one archive; `load_model` gives back a compiled model that predicts
+the same and can go on training where it stopped. (An optax object passed to
+`compile` cannot be stored: such a model loads uncompiled, with a warning
+at `save`.)
 """,
     ),
     (
@@ -247,6 +257,9 @@ model.save("regressor.jmod")
 restored = jmod.models.load_model("regressor.jmod")
 same = np.allclose(restored.predict(x_test, verbose=0), predictions, atol=1e-6)
 print("restored model predicts the same:", bool(same))
+print(f"compiled again, learning rate: {jmod.training.get_learning_rate(restored.optimizer):g}")
+more = restored.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0)
+print(f"one more epoch from where it stopped: loss {more.history['loss'][0]:.4f}")
 """,
     ),
     (
