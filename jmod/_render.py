@@ -343,7 +343,7 @@ class CheckpointListing:
         >>> import os, tempfile
         >>> m = jmod.Module()
         >>> m.w = jmod.Variable([[1.0, 2.0]])
-        >>> ckpt = jmod.checkpoint.Checkpoint(model=m)
+        >>> ckpt = jmod.Checkpoint(model=m)
         >>> path = ckpt.write(os.path.join(tempfile.mkdtemp(), "ckpt"))
         >>> listing = render_checkpoint(path)
         >>> listing.entries[0]
@@ -424,7 +424,7 @@ def render_checkpoint(path) -> CheckpointListing:
         >>> import os, tempfile
         >>> m = jmod.Module()
         >>> m.b = jmod.Variable([0.0, 0.0, 0.0])
-        >>> ckpt = jmod.checkpoint.Checkpoint(model=m)
+        >>> ckpt = jmod.Checkpoint(model=m)
         >>> path = ckpt.write(os.path.join(tempfile.mkdtemp(), "ckpt"))
         >>> render_checkpoint(path)
         <CheckpointListing '...ckpt': 2 values>

@@ -36,10 +36,6 @@ import jax
 import jax.numpy as jnp
 
 import jmod
-import jmod.checkpoint
-import jmod.models
-import jmod.saved_model
-import jmod.saving
 
 jmod.random.set_seed(0)  # reproducible initial values
 print("jmod", jmod.__version__, "on", jax.devices()[0].platform)
@@ -271,7 +267,7 @@ and its submodules.
         "code",
         """
 chkp_path = "my_checkpoint"
-checkpoint = jmod.checkpoint.Checkpoint(model=my_model)
+checkpoint = jmod.Checkpoint(model=my_model)
 checkpoint.write(chkp_path)
 """,
     ),
@@ -315,7 +311,7 @@ Loading the model back overwrites the values in the Python object:
         "code",
         """
 new_model = MySequentialModule()
-new_checkpoint = jmod.checkpoint.Checkpoint(model=new_model)
+new_checkpoint = jmod.Checkpoint(model=new_model)
 new_checkpoint.restore("my_checkpoint")
 
 # Should be the same result as above
@@ -329,14 +325,14 @@ new_model(jnp.array([[2.0, 2.0, 2.0]]))
 call, and each one receives its saved value as it is created.
 
 Because checkpoints are at the heart of long training runs,
-`jmod.checkpoint.CheckpointManager` keeps a directory of numbered
+`jmod.CheckpointManager` keeps a directory of numbered
 checkpoints, deleting the old ones:
 """,
     ),
     (
         "code",
         """
-manager = jmod.checkpoint.CheckpointManager(checkpoint, "training_checkpoints", max_to_keep=2)
+manager = jmod.CheckpointManager(checkpoint, "training_checkpoints", max_to_keep=2)
 for _ in range(3):
     manager.save()
 print(manager.checkpoints, "latest:", manager.latest_checkpoint)
@@ -683,7 +679,7 @@ except jmod.LayerCallError as e:
 ### Keras-style models
 
 You can define a model as nested layers. jmod also has a full model class,
-`jmod.models.Model`, a subclass of `jmod.layers.Layer`, so models can be used
+`jmod.Model`, a subclass of `jmod.layers.Layer`, so models can be used
 and nested like layers. Models add training, evaluation, saving and loading.
 
 The `SequentialModule` from above, with almost the same code: `__call__`
@@ -694,7 +690,7 @@ becomes `call()` and the parent class changes.
         "code",
         """
 @jmod.saving.register_serializable()
-class MySequentialModel(jmod.models.Model):
+class MySequentialModel(jmod.Model):
     def __init__(self, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
 
@@ -729,7 +725,7 @@ my_sequential_model.submodules
     (
         "md",
         """
-Subclassing `jmod.models.Model` is a very Pythonic way to build models, and
+Subclassing `jmod.Model` is a very Pythonic way to build models, and
 an easy one when porting models from other frameworks.
 
 ### The functional API
@@ -742,12 +738,12 @@ inspecting the architecture. Here is the same model with the functional API:
     (
         "code",
         """
-inputs = jmod.models.Input(shape=[3])
+inputs = jmod.Input(shape=[3])
 
 x = FlexibleDense(3)(inputs)
 x = FlexibleDense(2)(x)
 
-my_functional_model = jmod.models.Model(inputs=inputs, outputs=x)
+my_functional_model = jmod.Model(inputs=inputs, outputs=x)
 
 my_functional_model.summary()
 """,
@@ -834,7 +830,7 @@ Models can be checkpointed too, in the same way as modules:
     (
         "code",
         """
-jmod.checkpoint.Checkpoint(model=my_sequential_model).write("keras_checkpoint")
+jmod.Checkpoint(model=my_sequential_model).write("keras_checkpoint")
 jmod.checkpoint.list_variables("keras_checkpoint")
 """,
     ),

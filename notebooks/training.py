@@ -27,9 +27,6 @@ a CPU.
 import numpy as np
 
 import jmod
-import jmod.checkpoint
-import jmod.models
-import jmod.training
 
 jmod.random.set_seed(0)  # reproducible initial weights
 rng = np.random.default_rng(0)
@@ -66,16 +63,16 @@ print("predicting the mean gives a test MSE of", float(np.mean((y_test - y_train
         """
 ## The model
 
-A small multilayer perceptron. `jmod.models.Input` gives the input shape up
+A small multilayer perceptron. `jmod.Input` gives the input shape up
 front, so the layers are built at once and `summary()` can show them.
 """,
     ),
     (
         "code",
         """
-model = jmod.models.Sequential(
+model = jmod.Sequential(
     [
-        jmod.models.Input(shape=[4]),
+        jmod.Input(shape=[4]),
         jmod.layers.Dense(32, activation="relu"),
         jmod.layers.Dense(32, activation="relu"),
         jmod.layers.Dense(1),
@@ -272,8 +269,8 @@ state is variables too) and keep the last few with a `CheckpointManager`:
     (
         "code",
         """
-ckpt = jmod.checkpoint.Checkpoint(model=model, optimizer=model.optimizer)
-manager = jmod.checkpoint.CheckpointManager(ckpt, "checkpoints", max_to_keep=2)
+ckpt = jmod.Checkpoint(model=model, optimizer=model.optimizer)
+manager = jmod.CheckpointManager(ckpt, "checkpoints", max_to_keep=2)
 print(manager.save())
 """,
     ),
