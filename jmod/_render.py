@@ -130,9 +130,7 @@ def _parts():
 
 
 def _expand_state(name):
-    from treescope._internal.parts.part_interface import ExpandState
-
-    return getattr(ExpandState, name)
+    return getattr(_parts().ExpandState, name)
 
 
 def _python_path(container, relpath, base):
