@@ -67,7 +67,9 @@ class Metric(Module):
         """Creates a non-trainable state variable, attribute `name`, filled with `initializer`."""
         dtype = jnp.dtype(dtype or self.dtype)
         initial = np.full(tuple(shape), initializer, dtype=dtype)
-        var = Variable(initial, trainable=False, name=name, dtype=dtype)
+        # A copy: on CPU the variable's buffer may alias the NumPy array, and
+        # train steps donate (overwrite) variable buffers.
+        var = Variable(initial.copy(), trainable=False, name=name, dtype=dtype)
         self.__dict__["_jmod_initial"].append((var, initial))
         setattr(self, name, var)
         return var

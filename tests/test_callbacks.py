@@ -255,7 +255,15 @@ def test_terminate_on_nan_stops_at_the_first_bad_loss():
     x, y = _data(n=8)
     y[5] = np.nan
     model = _compiled()
-    model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[callbacks.TerminateOnNaN()])
+    model.fit(
+        x,
+        y,
+        batch_size=4,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[callbacks.TerminateOnNaN()],
+    )
     assert int(model.optimizer.iterations.value) == 2  # the 2nd batch holds the NaN
 
 

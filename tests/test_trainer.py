@@ -67,6 +67,17 @@ def test_fit_matches_numpy_sgd_with_a_short_last_batch():
     assert len(history.history["loss"]) == 3
 
 
+def test_fit_again_and_early_stopping_do_not_retrace():
+    x, y = _regression_data(n=10)
+    model = Linear(np.zeros((3, 1)), np.zeros(1))
+    model.compile("sgd", loss="mse")
+    stop = jmod.training.EarlyStopping("loss", patience=0, min_delta=1e9)
+    for _ in range(3):
+        model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[stop])
+    assert model.stop_training
+    assert model.train_function.trace_count == 1
+
+
 def test_epoch_loss_is_the_sample_weighted_mean_of_batch_losses():
     x, y = _regression_data(n=10)
     w0, b0 = np.zeros((3, 1), np.float32), np.zeros(1, np.float32)
@@ -149,6 +160,33 @@ def test_steps_per_execution_gives_the_same_weights_as_single_steps():
     assert scanned.train_function.trace_count == 1
     assert scanned.optimizer.iterations.value == 12
     assert len(history.history["loss"]) == 2
+
+
+def test_evaluate_with_steps_per_execution_matches_single_steps():
+    x, y = _regression_data(n=23)
+    model = Linear(np.ones((3, 1)), np.zeros(1))
+    model.compile("sgd", loss="mse", metrics=["mae"], steps_per_execution=3)
+    loss, mae = model.evaluate(x, y, batch_size=4, verbose=0)
+    err = x @ np.ones((3, 1)) - y
+    assert loss == pytest.approx(np.mean(err**2), rel=1e-5)
+    assert mae == pytest.approx(np.mean(np.abs(err)), rel=1e-5)
+
+
+def test_sequential_model_trains_to_a_high_accuracy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 2)).astype(np.float32)
+    y = (x[:, 0] * x[:, 1] > 0).astype(np.int32)  # XOR of the signs
+    jmod.random.set_seed(0)
+    model = jmod.Sequential([jmod.Input(shape=[2]), Dense(16, activation="relu"), Dense(2)])
+    model.compile(
+        jmod.training.optimizers.get("adam"),
+        loss=jmod.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    jmod.training.set_learning_rate(model.optimizer, 0.05)
+    history = model.fit(x, y, batch_size=32, epochs=30, verbose=0, validation_data=[x, y])
+    assert history.history["val_accuracy"][-1] > 0.9
+    assert history.history["loss"][-1] < history.history["loss"][0]
 
 
 def test_add_loss_terms_are_part_of_the_loss_and_the_gradient():

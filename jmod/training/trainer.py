@@ -80,6 +80,15 @@ class TrainerMixin:
     """
 
     # -- state ---------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        # Setting a module attribute changes its jmod.jit plan key and so
+        # retraces every compiled step; these two are bookkeeping, not
+        # structure, and are set at each fit (History) or by callbacks.
+        if name in ("stop_training", "history"):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def _trainer(self):
         state = self.__dict__.get("_jmod_trainer")
         if state is None:
@@ -88,8 +97,16 @@ class TrainerMixin:
 
     @property
     def optimizer(self):
-        """The `jmod.Optimizer` made by `compile` (None before)."""
+        """The `jmod.Optimizer` made by `compile` (None before); settable, as in Keras."""
         return self._trainer().optimizer
+
+    @optimizer.setter
+    def optimizer(self, value):
+        state = self._trainer()
+        if value is not None and not isinstance(value, Optimizer):
+            value = Optimizer(self, optimizers.get(value))
+        state.optimizer = value
+        state.steps, state.functions = {}, {}
 
     @property
     def compiled(self):
@@ -379,8 +396,8 @@ class TrainerMixin:
         )
         val_data = None
         if validation_data is not None:
-            if isinstance(validation_data, tuple) and 2 <= len(validation_data) <= 3:
-                vx, vy, vw = data_lib.unpack(validation_data)
+            if isinstance(validation_data, (tuple, list)) and 2 <= len(validation_data) <= 3:
+                vx, vy, vw = data_lib.unpack(tuple(validation_data))
                 val_data = data_lib.adapt(
                     vx, vy, vw, validation_batch_size or batch_size, False, validation_steps
                 )

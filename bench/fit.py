@@ -1,0 +1,311 @@
+"""Epochs per second of `fit` against a raw JAX loop, Keras 3 (JAX backend) and Flax NNX.
+
+Run: python bench/fit.py [--quick] [--samples N] [--rounds R] [--no-keras]
+
+The same 784-512-512-10 MLP (ReLU, logits, sparse categorical crossentropy),
+adam(1e-3), batch 128, on random data (N samples, N a multiple of 128, so no
+loop needs a short last batch), shuffled every epoch. Every loop keeps the
+data on the device:
+  raw JAX (the floor): one `jax.jit` step per batch that gathers its rows
+      from the device arrays by a permutation index, donates params and
+      optimizer state;
+  jmod fit: `model.fit(x, y, batch_size=128)` on a `TrainerMixin` model;
+  Flax NNX: an `nnx.jit` step of the same shape as the floor's;
+  Keras 3: `model.fit(...)` in its own process (KERAS_BACKEND=jax), driven
+      epoch by epoch so the rounds interleave with the others.
+Epoch times come from epoch begin to epoch end with the loss on the host
+(all work done); each variant runs one untimed epoch first (compilation).
+Medians over the rounds; ratios are epochs/s over the floor's.
+Keras is the `bench` extra's `keras` package (pip install keras).
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+BATCH = 128
+SIZES = (784, 512, 512, 10)
+
+
+def _arg(name, default):
+    if name in sys.argv:
+        return int(sys.argv[sys.argv.index(name) + 1])
+    return default
+
+
+QUICK = "--quick" in sys.argv
+SAMPLES = _arg("--samples", 12_800 if QUICK else 60_032)
+ROUNDS = _arg("--rounds", 3 if QUICK else 5)
+
+
+def make_data(n=SAMPLES, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], size=n).astype(np.int32)
+    return x, y
+
+
+# -- Keras 3, in its own process -------------------------------------------------------
+def keras_worker():
+    """Builds the Keras model, then runs one epoch per 'epoch' line on stdin."""
+    import keras
+
+    x, y = make_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((SIZES[0],))]
+        + [keras.layers.Dense(n, activation="relu") for n in SIZES[1:-1]]
+        + [keras.layers.Dense(SIZES[-1])]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    times = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            float(logs["loss"])  # the epoch's work is done once its loss is on the host
+            times.append(time.perf_counter() - self.start)
+
+    print(json.dumps({"keras": keras.__version__}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "epoch":
+            break
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=True, callbacks=[Clock()])
+        print(json.dumps({"seconds": times[-1]}), flush=True)
+
+
+class KerasProcess:
+    def __init__(self):
+        env = dict(os.environ, KERAS_BACKEND="jax")
+        cmd = [sys.executable, os.path.abspath(__file__), "--keras-worker", *sys.argv[1:]]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self.version = json.loads(self.proc.stdout.readline())["keras"]
+
+    def epoch(self):
+        self.proc.stdin.write("epoch\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())["seconds"]
+
+    def close(self):
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+# -- in-process variants -----------------------------------------------------------------
+def init_params(seed=0):
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    params = []
+    for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
+        limit = np.sqrt(6.0 / (n_in + n_out))
+        w = rng.uniform(-limit, limit, size=(n_in, n_out)).astype(np.float32)
+        params.append({"w": jnp.asarray(w), "b": jnp.zeros(n_out, jnp.float32)})
+    return params
+
+
+def raw_variant(x, y):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    tx = optax.adam(1e-3)
+    params = init_params()
+    opt_state = tx.init(params)
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+    steps = len(x) // BATCH
+
+    def forward(params, xb):
+        for layer in params[:-1]:
+            xb = jax.nn.relu(xb @ layer["w"] + layer["b"])
+        return xb @ params[-1]["w"] + params[-1]["b"]
+
+    def loss_fn(params, xb, yb):
+        logits = forward(params, xb)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    @jax.jit
+    def step(params, opt_state, x_all, y_all, perm, i):
+        idx = jax.lax.dynamic_slice(perm, (i * BATCH,), (BATCH,))
+        loss, grads = jax.value_and_grad(loss_fn)(params, x_all[idx], y_all[idx])
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    step = jax.jit(step.__wrapped__, donate_argnums=(0, 1))
+    rng = np.random.default_rng(1)
+    state = {"params": params, "opt": opt_state}
+
+    def epoch():
+        perm = jnp.asarray(rng.permutation(len(x)).astype(np.int32))
+        start = time.perf_counter()
+        p, o, loss = state["params"], state["opt"], None
+        for i in range(steps):
+            p, o, loss = step(p, o, x_dev, y_dev, perm, np.int32(i))
+        float(loss)
+        state["params"], state["opt"] = p, o
+        return time.perf_counter() - start
+
+    return epoch
+
+
+def jmod_variant(x, y, steps_per_execution=1):
+    import jmod
+    from jmod.layers import Dense, Layer
+    from jmod.training import TrainerMixin, callbacks
+
+    class MLP(TrainerMixin, Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden = [Dense(n, activation="relu") for n in SIZES[1:-1]]
+            self.logits = Dense(SIZES[-1])
+
+        def call(self, inputs):
+            for layer in self.hidden:
+                inputs = layer(inputs)
+            return self.logits(inputs)
+
+    jmod.random.set_seed(0)
+    model = MLP()
+    model.compile(
+        "adam",
+        loss=jmod.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=steps_per_execution,
+    )
+    times = []
+
+    class Clock(callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            float(logs["loss"])
+            times.append(time.perf_counter() - self.start)
+
+    def epoch():
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[Clock()])
+        return times[-1]
+
+    return epoch
+
+
+def nnx_variant(x, y):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List(
+                [nnx.Linear(a, b, rngs=rngs) for a, b in zip(SIZES[:-1], SIZES[1:])]
+            )
+
+        def __call__(self, xb):
+            for layer in self.layers[:-1]:
+                xb = jax.nn.relu(layer(xb))
+            return self.layers[-1](xb)
+
+    model = MLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+    steps = len(x) // BATCH
+
+    @nnx.jit
+    def step(model, optimizer, x_all, y_all, perm, i):
+        idx = jax.lax.dynamic_slice(perm, (i * BATCH,), (BATCH,))
+
+        def loss_fn(model):
+            logits = model(x_all[idx])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y_all[idx]).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    rng = np.random.default_rng(1)
+
+    def epoch():
+        perm = jnp.asarray(rng.permutation(len(x)).astype(np.int32))
+        start = time.perf_counter()
+        loss = None
+        for i in range(steps):
+            loss = step(model, optimizer, x_dev, y_dev, perm, np.int32(i))
+        float(loss)
+        return time.perf_counter() - start
+
+    return epoch
+
+
+def main():
+    import flax
+    import jax
+    import optax
+
+    import jmod
+
+    x, y = make_data()
+    variants = {
+        "raw JAX jitted loop (floor)": raw_variant(x, y),
+        "jmod fit": jmod_variant(x, y),
+    }
+    if not QUICK:
+        variants["jmod fit, steps_per_execution=8"] = jmod_variant(x, y, 8)
+    variants["Flax NNX loop (nnx.jit)"] = nnx_variant(x, y)
+    keras = None
+    if "--no-keras" not in sys.argv:
+        try:
+            keras = KerasProcess()
+            variants["Keras 3 fit (JAX backend)"] = keras.epoch
+        except Exception as e:  # keras missing: the table goes on without it
+            print(f"(Keras 3 skipped: {e})", file=sys.stderr)
+    device = jax.devices()[0]
+    print(
+        f"{platform.machine()} {os.cpu_count()} CPUs, {device.platform} "
+        f"({getattr(device, 'device_kind', '?')}); python {platform.python_version()}, "
+        f"jax {jax.__version__}, optax {optax.__version__}, flax {flax.__version__}, "
+        f"keras {keras.version if keras else '-'}, jmod {jmod.__version__}"
+    )
+    print(
+        f"784-512-512-10 MLP, adam, batch {BATCH}, {len(x)} samples "
+        f"({len(x) // BATCH} steps/epoch), {ROUNDS} rounds after 1 warm-up epoch each"
+    )
+    for run in variants.values():
+        run()  # compile
+    times = {name: [] for name in variants}
+    for _ in range(ROUNDS):
+        for name, run in variants.items():
+            times[name].append(run())
+    if keras is not None:
+        keras.close()
+    floor = statistics.median(times["raw JAX jitted loop (floor)"])
+    print(f"{'variant':<34} {'s/epoch':>9} {'epochs/s':>9} {'ms/step':>8} {'vs floor':>9}")
+    for name, values in times.items():
+        t = statistics.median(values)
+        print(
+            f"{name:<34} {t:>9.3f} {1 / t:>9.3f} {1e3 * t / (len(x) // BATCH):>8.2f} "
+            f"{floor / t:>8.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    if "--keras-worker" in sys.argv:
+        keras_worker()
+    else:
+        main()
