@@ -143,19 +143,16 @@ def variant_ops(variant, arrays, path):
         def write():
             Checkpoint(model=model).write(path)
 
+        # The same-structure model to restore into, built before any clock starts;
+        # each restore replaces the values the previous one put there.
+        target = jmod.Module()
+        target.params = [jmod.Variable(jax.numpy.zeros(SHAPE, np.float32)) for _ in arrays]
+
         def read():
-            # A same-structure model to restore into, built before the clock starts.
-            target = jmod.Module()
-            target.params = [jmod.Variable(jax.numpy.zeros(SHAPE, np.float32)) for _ in arrays]
-            jax.block_until_ready([v.value for v in target.params])
+            Checkpoint(model=target).restore(path).assert_consumed()
+            return [v.value for v in target.params]
 
-            def timed():
-                Checkpoint(model=target).restore(path).assert_consumed()
-                return [v.value for v in target.params]
-
-            return timed
-
-        return write, read, lambda: files_under(os.path.dirname(path))  # reader factory
+        return write, read, lambda: files_under(os.path.dirname(path))
 
     if variant == "numpy":
         os.makedirs(path, exist_ok=True)
@@ -259,24 +256,20 @@ def worker(variant, size_mib, directory):
 
     path = os.path.join(directory, "ckpt")
     write, read, files = variant_ops(variant, arrays, path)
-    # jmod's reader first builds (untimed) the model it restores into.
-    make_reader = read if variant == "jmod" else (lambda: read)
     with PeakRSS() as write_rss:
         t0 = time.perf_counter()
         write()
         save_s = time.perf_counter() - t0
     evict(files())
-    reader = make_reader()
     with PeakRSS() as read_rss:
         t0 = time.perf_counter()
-        got = jax.block_until_ready(reader())
+        got = jax.block_until_ready(read())
         cold_s = time.perf_counter() - t0
     for i in (0, n - 1):
         assert np.array_equal(np.asarray(got[i]), np.asarray(arrays[i])), f"{variant}: wrong data"
-    del got, reader
-    reader = make_reader()
+    del got
     t0 = time.perf_counter()
-    got = jax.block_until_ready(reader())
+    got = jax.block_until_ready(read())
     warm_s = time.perf_counter() - t0
     del got
     result = {

@@ -2,6 +2,7 @@
 
 import gc
 import os
+import re
 import warnings
 
 import jax
@@ -415,21 +416,37 @@ def test_a_second_restore_supersedes_the_first_ones_deferred_values(tmp_path):
     np.testing.assert_array_equal(new.dense(X), b.dense(X))
 
 
-def test_restoring_a_corrupt_checkpoint_names_the_file_and_changes_nothing(trained):
+def test_a_corrupt_value_stops_the_restore_and_is_never_assigned(trained):
     model, path, y = trained
-    entry = _format.read_index(path).entries["model/dense_2/w"]
-    data = _format.data_path(path, 0, 1)
-    with open(data, "r+b") as f:
+    entry = _format.read_index(path).entries["model/dense_2/b"]
+    with open(_format.data_path(path, 0, 1), "r+b") as f:
         f.seek(entry.offset)
         f.write(b"\xff\xff")
     new = MySequentialModule()
     new(X)
-    before = np.asarray(new.dense_1.w)
-    with pytest.raises(
-        CheckpointError, match=r"my_checkpoint\.data-00000-of-00001.*model/dense_2/w: checksum"
-    ):
+    before = {k: np.asarray(v) for k, v in new.state().items()}
+    with pytest.raises(CheckpointError) as err:
         Checkpoint(model=new).restore(path)
-    np.testing.assert_array_equal(np.asarray(new.dense_1.w), before)
+    assert re.search(
+        r"my_checkpoint\.data-00000-of-00001.*model/dense_2/b: checksum", str(err.value)
+    )
+    assert "2 of 5 values were already assigned" in str(err.value)  # dense_1's, in file order
+    np.testing.assert_array_equal(np.asarray(new.dense_2.b), before["dense_2/b"])
+    np.testing.assert_array_equal(np.asarray(new.dense_2.w), before["dense_2/w"])
+    np.testing.assert_array_equal(np.asarray(new.dense_1.w), np.asarray(model.dense_1.w))
+
+
+def test_a_truncated_checkpoint_changes_nothing(trained):
+    _, path, _ = trained
+    data = _format.data_path(path, 0, 1)
+    os.truncate(data, os.path.getsize(data) - 4)
+    new = MySequentialModule()
+    new(X)
+    before = {k: np.asarray(v) for k, v in new.state().items()}
+    with pytest.raises(CheckpointError, match=r"my_checkpoint\.data-00000-of-00001.*truncated"):
+        Checkpoint(model=new).restore(path)
+    for k, v in new.state().items():
+        np.testing.assert_array_equal(np.asarray(v), before[k])
 
 
 def test_restoring_a_missing_checkpoint_names_it(tmp_path):

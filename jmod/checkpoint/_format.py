@@ -48,7 +48,7 @@ import os
 import secrets
 import struct
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import ml_dtypes
 import msgpack
@@ -341,28 +341,64 @@ def read_arrays(
     """Read values of the checkpoint at `path` into fresh aligned NumPy arrays.
 
     Only the requested `keys` (default: all) are read, each by seeking to its
-    byte range; checksums are verified chunk by chunk on a second thread
-    while the next chunk is read.
+    byte range; see `iter_arrays`.
+    """
+    index = read_index(path) if index is None else index
+    wanted = list(index.entries) if keys is None else list(keys)
+    out = dict(iter_arrays(path, index, wanted, verify=verify))
+    return {key: out[key] for key in wanted}
+
+
+def iter_arrays(
+    path: str | os.PathLike,
+    index: Index | None = None,
+    keys: Iterable[str] | None = None,
+    *,
+    verify: bool = True,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (key, array) for the requested keys in file order, each once its checksums pass.
+
+    Every data file is opened and checked (header, uid, sizes) before the
+    first value is yielded, so a missing, foreign or truncated file fails
+    before anything is used. Checksums run on a second thread while the next
+    value is read; a consumer that assigns each value as it comes holds only
+    two of them in memory at a time.
     """
     path = os.fspath(path)
     index = read_index(path) if index is None else index
     wanted = list(index.entries) if keys is None else list(keys)
+    by_file: dict[int, list[Entry]] = {}
     for key in wanted:
         if key not in index.entries:
             raise CheckpointError(f"{key}: not in checkpoint {index_path(path)}")
-    by_file: dict[int, list[Entry]] = {}
-    for key in wanted:
         e = index.entries[key]
         by_file.setdefault(e.file, []).append(e)
-    out: dict[str, np.ndarray] = {}
-    with concurrent.futures.ThreadPoolExecutor(1) as checker:
+    opened = []
+    try:
         for shard, entries in sorted(by_file.items()):
             entries.sort(key=lambda e: e.offset)
-            out.update(_read_shard(path, index, shard, entries, checker if verify else None))
-    return {key: out[key] for key in wanted}
+            fd, filename = _open_shard(path, index, shard, entries)
+            opened.append((fd, filename, entries))
+        with concurrent.futures.ThreadPoolExecutor(1) as checker:
+            for fd, filename, entries in opened:
+                previous = None
+                for e in entries:
+                    pending = []
+                    buf = _read_entry(
+                        fd, e, index.chunk_bytes, filename, verify and checker, pending
+                    )
+                    if previous is not None:
+                        yield _verified(*previous, index.chunk_bytes, filename)
+                    previous = (e, buf, pending)
+                if previous is not None:
+                    yield _verified(*previous, index.chunk_bytes, filename)
+    finally:
+        for fd, _, _ in opened:
+            os.close(fd)
 
 
-def _read_shard(path, index: Index, shard: int, entries: list[Entry], checker) -> dict:
+def _open_shard(path, index: Index, shard: int, entries: list[Entry]) -> tuple[int, str]:
+    """An open descriptor of one data file, checked against the index, and its name."""
     filename = data_path(path, shard, index.num_shards)
     try:
         fd = os.open(filename, os.O_RDONLY)
@@ -376,16 +412,16 @@ def _read_shard(path, index: Index, shard: int, entries: list[Entry], checker) -
         if (
             header[: len(DATA_MAGIC)] == DATA_MAGIC
             and _DATA_HEADER.unpack_from(header)[4] != index.uid
+            and os.path.exists(previous)
         ):
             # An overwrite was cut short between its renames: the data that
             # belongs to this index was kept under its `.prev-<uid>` name.
-            if os.path.exists(previous):
-                fd, old_fd = os.open(previous, os.O_RDONLY), fd
-                os.close(old_fd)
-                filename = previous
-                header = _pread(fd, DATA_HEADER_BYTES, 0, filename)
-        size = os.fstat(fd).st_size
+            fd, old_fd = os.open(previous, os.O_RDONLY), fd
+            os.close(old_fd)
+            filename = previous
+            header = _pread(fd, DATA_HEADER_BYTES, 0, filename)
         _check_data_header(header, index, shard, filename)
+        size = os.fstat(fd).st_size
         for e in entries:
             if e.offset + e.length > size:
                 raise _corrupt(
@@ -395,22 +431,22 @@ def _read_shard(path, index: Index, shard: int, entries: list[Entry], checker) -
                 )
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        result, pending = {}, []
-        for e in entries:
-            result[e.key] = _read_entry(fd, e, index.chunk_bytes, filename, checker, pending)
-        # Checked once everything is read, so the checksums of one value run
-        # while the next is read.
-        for e, i, future in pending:
-            got = future.result()
-            if got != e.crc32[i]:
-                raise _corrupt(
-                    filename,
-                    f"{e.key}: checksum mismatch in chunk {i} (bytes "
-                    f"{e.offset + i * index.chunk_bytes}..): stored {e.crc32[i]}, computed {got}",
-                )
-        return result
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd, filename
+
+
+def _verified(e: Entry, buf: np.ndarray, pending, chunk_bytes: int, filename: str):
+    for i, future in pending:
+        got = future.result()
+        if got != e.crc32[i]:
+            raise _corrupt(
+                filename,
+                f"{e.key}: checksum mismatch in chunk {i} (bytes {e.offset + i * chunk_bytes}..): "
+                f"stored {e.crc32[i]}, computed {got}",
+            )
+    return e.key, buf
 
 
 def _read_entry(fd: int, e: Entry, chunk_bytes: int, filename: str, checker, pending) -> np.ndarray:
@@ -419,8 +455,8 @@ def _read_entry(fd: int, e: Entry, chunk_bytes: int, filename: str, checker, pen
     for i, start in enumerate(range(0, e.length, chunk_bytes)):
         chunk = view[start : start + chunk_bytes]
         _preadinto(fd, chunk, e.offset + start, filename, e.key)
-        if checker is not None:
-            pending.append((e, i, checker.submit(crc32, chunk)))
+        if checker:
+            pending.append((i, checker.submit(crc32, chunk)))
     return buf.view(DTYPES[e.dtype]).reshape(e.shape)
 
 

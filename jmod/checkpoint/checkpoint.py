@@ -133,11 +133,15 @@ class Checkpoint:
     def restore(self, path, partial: bool = False) -> CheckpointLoadStatus:
         """Assigns the values of checkpoint `path` to the variables with the same keys.
 
-        Variables that exist are assigned at once; those a module creates
-        later (deferred build) are assigned when they are created. Every
-        existing match is checked first, so a shape or dtype mismatch raises
-        `CheckpointError` before any variable changes. An existing variable
-        the checkpoint has no value for is an error unless `partial=True`.
+        Variables that exist are assigned at once, each as soon as its value
+        is read and verified (so the restore needs memory for about one
+        variable beyond the model); those a module creates later (deferred
+        build) are assigned when they are created. Shapes and dtypes of every
+        match are checked against the index first, so a mismatch raises
+        `CheckpointError` before any variable changes; a value found corrupt
+        while reading stops the restore, and the error says how many values
+        were already assigned. An existing variable the checkpoint has no
+        value for is an error unless `partial=True`.
         Checkpoint keys nothing matched are reported by the returned status
         (`assert_consumed()`), or with a warning when the status is dropped
         unchecked, unless `expect_partial()` was called.
@@ -177,16 +181,31 @@ class Checkpoint:
         wanted = sorted(existing.keys() & index.entries.keys()) + list(deferred)
         if saved_counter is not None:
             wanted.append(_SAVE_COUNTER)
-        values = _format.read_arrays(path, index, wanted)
-        status = CheckpointLoadStatus(self, path, index.entries.keys(), values)
+        if saved_counter is not None and saved_counter.shape != ():
+            raise CheckpointError(f"{filename}: save_counter has shape {saved_counter.shape}")
+        status = CheckpointLoadStatus(self, path, index.entries.keys(), {})
         restore = status._restore
         restore.report.unmatched = set(index.entries) - set(wanted) - {_SAVE_COUNTER}
-        for key in sorted(existing.keys() & index.entries.keys()):
-            existing[key].assign(_to_device(values.pop(key), existing[key]))
-            restore.restored.add(key)
-        if saved_counter is not None:
-            counter = values.pop(_SAVE_COUNTER).astype(self.save_counter.dtype)
-            self.save_counter.assign(counter.reshape(()))
+        # Each value is assigned as soon as it is read and verified, so the
+        # old one can go: restoring into a built model needs memory for about
+        # one variable beyond the model, not a second model.
+        try:
+            for key, value in _format.iter_arrays(path, index, wanted):
+                if key in existing:
+                    existing[key].assign(_to_device(value, existing[key]))
+                    restore.restored.add(key)
+                elif key == _SAVE_COUNTER:
+                    self.save_counter.assign(value.astype(self.save_counter.dtype))
+                else:
+                    restore.pending[key] = value
+        except BaseException as err:
+            restore.report.silenced = True  # the error is the report
+            done = len(restore.restored - {_SAVE_COUNTER})
+            if not isinstance(err, CheckpointError) or not done:
+                raise
+            raise CheckpointError(
+                f"{err} ({done} of {len(wanted)} values were already assigned)"
+            ) from None
         callbacks_by_root: dict[str, dict] = {}
         for key, root in deferred.items():
             rel = key[len(root) + 1 :]
