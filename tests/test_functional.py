@@ -234,3 +234,10 @@ def test_subclassed_model_called_on_input_builds_its_layers_with_unknown_batch()
     model = Model(x, y)
     data = np.ones((2, 3), np.float32)
     np.testing.assert_allclose(model(data), inner(data), rtol=1e-6)
+
+
+def test_model_made_with_a_one_element_input_list_takes_the_array_alone():
+    x = Input(shape=[2])
+    model = Model([x], [jmod.layers.Activation("relu")(x)])
+    out = model(np.array([[-1.0, 2.0]], np.float32))
+    np.testing.assert_array_equal(out[0], [[0.0, 2.0]])

@@ -509,6 +509,8 @@ class Graph:
         else:
             if isinstance(inputs, tuple):
                 inputs = list(inputs)
+            elif len(names) == 1 and not isinstance(inputs, (list, dict)):
+                inputs = [inputs]  # a model made with inputs=[x] takes x alone too
             treedef = jax.tree_util.tree_structure(structure)
             try:
                 flat = treedef.flatten_up_to(inputs)
