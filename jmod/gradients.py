@@ -55,7 +55,7 @@ def value_and_grad(fn, argnums=0, has_aux=False):
         for a in args:
             if isinstance(a, Module) and a is not args[argnums]:
                 others.extend(v for _, v in a.named_variables())
-        created = []
+        created = []  # (variable, its value at creation)
 
         def pure(values):
             saved = [(v, v._value) for _, v in trainable] + [(v, v._value) for v in others]
@@ -70,18 +70,25 @@ def value_and_grad(fn, argnums=0, has_aux=False):
                     v._value = old
             return value, (aux, updates)
 
-        _tracing.creation_listeners.append(created.append)
+        def on_create(var):
+            created.append((var, var._value))
+
+        _tracing.creation_listeners.append(on_create)
         try:
             (value, (aux, updates)), grads = jax.value_and_grad(pure, has_aux=True)(
                 [v._value for _, v in trainable]
             )
         finally:
-            _tracing.creation_listeners.remove(created.append)
+            _tracing.creation_listeners.remove(on_create)
         if created:
             built = {id(v) for _, v in _named(args[argnums])}
-            if any(id(v) in built for v in created):
+            if any(id(v) in built for v, _ in created):
                 # A deferred build ran inside: the new variables exist now, so
-                # differentiate again to give them gradients too.
+                # differentiate again to give them gradients too, starting
+                # from their initial values (a batch-norm statistic updated
+                # by the first pass must not be updated twice).
+                for var, initial in created:
+                    var._value = initial
                 return wrapped(*args, **kwargs)
         for v, new in zip(others, updates):
             v._value = new

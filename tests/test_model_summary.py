@@ -163,3 +163,13 @@ def test_model_html_in_notebooks_shows_the_table():
     if html is None:
         pytest.skip("treescope not installed")
     assert "Total params: 20 (80.00 B)" in html
+
+
+def test_seeded_dropout_key_is_not_counted_as_a_parameter():
+    model = jmod.Sequential(
+        [jmod.Input(shape=(3,)), jmod.layers.Dense(2), jmod.layers.Dropout(0.5, seed=1)]
+    )
+    assert model.count_params() == 8
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert "Total params: 8 (32.00 B)" in "\n".join(lines)

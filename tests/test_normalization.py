@@ -88,11 +88,6 @@ def test_value_and_grad_keeps_the_statistics_update_and_skips_them_in_grads():
     np.testing.assert_allclose(np.asarray(bn.moving_mean), 0.5 * X.mean(0), rtol=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jmod.value_and_grad re-runs the function after a deferred build without "
-    "resetting the new variables, so the first step updates the statistics twice",
-)
 def test_first_step_that_builds_inside_value_and_grad_updates_statistics_once():
     bn = jmod.layers.BatchNormalization(momentum=0.5)
     jmod.value_and_grad(_loss)(bn, X)

@@ -12,6 +12,7 @@ from jmod import _tracing, initializers
 from jmod.errors import JmodError, LayerCallError, SerializationError
 from jmod.layers.policy import DTypePolicy, dtype_policy
 from jmod.module import Module
+from jmod.random import Generator
 from jmod.variables import Variable
 
 _name_counts = {}
@@ -247,9 +248,15 @@ class Layer(Module):
     def non_trainable_weights(self):
         return list(self.non_trainable_variables)
 
+    def _param_variables(self):
+        # A seeded layer's random key is state, but not a parameter (Keras
+        # does not count its seed generators either).
+        keys = {id(v) for m in self.submodules if isinstance(m, Generator) for v in m.variables}
+        return [v for v in self.variables if id(v) not in keys]
+
     def count_params(self):
-        """The number of scalars in all variables."""
-        return int(sum(np.prod(v.shape, dtype=np.int64) for v in self.variables))
+        """The number of scalars in all variables (random generator keys excluded)."""
+        return int(sum(np.prod(v.shape, dtype=np.int64) for v in self._param_variables()))
 
     def get_weights(self):
         """Variable values as NumPy arrays, in `variables` order."""

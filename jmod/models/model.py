@@ -355,7 +355,7 @@ class Model(TrainerMixin, Layer):
                 shape = shapes.get(id(layer), {"multiple"})
                 shape = next(iter(shape)) if len(shape) == 1 else "multiple"
                 rows.append((_label(layer), shape, layer.count_params(), None))
-        return rows, _totals(self.variables), not chain
+        return rows, _totals(self._param_variables()), not chain
 
     def _inferred_shapes(self):
         # A subclassed model replayed on symbolic inputs: each direct layer's
