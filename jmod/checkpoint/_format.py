@@ -101,6 +101,10 @@ DTYPES.update(
     {name: np.dtype(getattr(ml_dtypes, name)) for name in _ML_DTYPES if hasattr(ml_dtypes, name)}
 )
 
+# Binary mode matters on Windows, where os.open would otherwise translate newlines.
+_READ = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
 if sys.byteorder != "little":  # pragma: no cover - every platform JAX ships for is little-endian
     raise ImportError("jmod checkpoints need a little-endian machine")
 
@@ -401,7 +405,7 @@ def _open_shard(path, index: Index, shard: int, entries: list[Entry]) -> tuple[i
     """An open descriptor of one data file, checked against the index, and its name."""
     filename = data_path(path, shard, index.num_shards)
     try:
-        fd = os.open(filename, os.O_RDONLY)
+        fd = os.open(filename, _READ)
     except FileNotFoundError:
         raise CheckpointError(
             f"{filename}: data file missing (the index {index_path(path)} refers to it)"
@@ -416,7 +420,7 @@ def _open_shard(path, index: Index, shard: int, entries: list[Entry]) -> tuple[i
         ):
             # An overwrite was cut short between its renames: the data that
             # belongs to this index was kept under its `.prev-<uid>` name.
-            fd, old_fd = os.open(previous, os.O_RDONLY), fd
+            fd, old_fd = os.open(previous, _READ), fd
             os.close(old_fd)
             filename = previous
             header = _pread(fd, DATA_HEADER_BYTES, 0, filename)
@@ -461,7 +465,14 @@ def _read_entry(fd: int, e: Entry, chunk_bytes: int, filename: str, checker, pen
 
 
 def _pread(fd: int, n: int, offset: int, filename: str) -> bytes:
-    data = os.pread(fd, n, offset)
+    buf = bytearray(n)
+    view = memoryview(buf)
+    while view:
+        got = _pread_into(fd, view, offset + n - len(view))
+        if got == 0:
+            break
+        view = view[got:]
+    data = bytes(buf[: n - len(view)])
     if len(data) != n:
         raise _corrupt(filename, f"file ends at {offset + len(data)} bytes, expected {offset + n}")
     return data
@@ -469,10 +480,20 @@ def _pread(fd: int, n: int, offset: int, filename: str) -> bytes:
 
 def _preadinto(fd: int, view: memoryview, offset: int, filename: str, key: str) -> None:
     while view:
-        n = os.preadv(fd, [view], offset)
+        n = _pread_into(fd, view, offset)
         if n == 0:
             raise _corrupt(filename, f"{key}: file ends at byte {offset}; truncated?")
         view, offset = view[n:], offset + n
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Reads into `view` from `offset` without moving the file position; bytes read."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - e.g. Windows
+    data = os.read(fd, min(len(view), 1 << 30))  # pragma: no cover
+    view[: len(data)] = data  # pragma: no cover
+    return len(data)  # pragma: no cover
 
 
 def _check_data_header(header: bytes, index: Index, shard: int, filename: str) -> None:
@@ -613,7 +634,7 @@ def _plan(arrays: Mapping[str, object], num_shards: int):
 
 
 def _write_shard(filename, header, items, arrays, chunk_bytes, summer, crcs) -> None:
-    fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(filename, _CREATE, 0o644)
     try:
         position = _write_all(fd, header)
         for key, dtype, shape, _, offset, length in items:
@@ -664,7 +685,7 @@ def _write_all(fd: int, data) -> int:
 
 
 def _write_file(filename: str, data: bytes) -> None:
-    fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(filename, _CREATE, 0o644)
     try:
         _write_all(fd, data)
         os.fsync(fd)
