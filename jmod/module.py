@@ -8,6 +8,7 @@ its first path; cycles end the walk.
 
 import functools
 import re
+import weakref
 
 import jax
 
@@ -55,6 +56,12 @@ def _bumping(base, names):
         def method(self, *args, **kwargs):
             result = op(self, *args, **kwargs)
             _tracing.bump()
+            owner = self.__dict__.get("_jmod_owner")
+            if owner is not None:
+                module = owner[0]()
+                if module is not None and module.__dict__.get("_jmod_pending"):
+                    # A restore is waiting for variables under this attribute.
+                    _deliver(module, owner[1], self)
             return result
 
         method.__name__ = name
@@ -64,8 +71,8 @@ def _bumping(base, names):
 
 
 # Lists and dicts assigned to module attributes are swapped for these, so an
-# in-place change (`self.layers.append(...)`) is seen by jmod.jit's plans, as
-# Keras tracks its lists.
+# in-place change (`self.layers.append(...)`) is seen by jmod.jit's plans and
+# by pending checkpoint restores, as Keras tracks its lists.
 _TrackedList = type(
     "TrackedList",
     (list,),
@@ -185,6 +192,8 @@ class Module:
             value = _TrackedList(value)
         elif type(value) is dict:
             value = _TrackedDict(value)
+        if type(value) in (_TrackedList, _TrackedDict):
+            value.__dict__["_jmod_owner"] = (weakref.ref(self), name)
         old = d.get(name, _MISSING)
         object.__setattr__(self, name, value)
         if old is not value and not name.startswith("_jmod"):

@@ -214,11 +214,6 @@ def test_restore_before_first_jitted_call_gives_the_identical_output(trained):
     status.assert_consumed()
 
 
-@pytest.mark.xfail(
-    reason="jmod.module: modules appended to a tracked list after restore() are not handed "
-    "their pending restore callbacks (only attribute assignment delivers)",
-    strict=False,
-)
 def test_restore_fills_layers_a_deferred_build_appends_to_a_list(tmp_path):
     class Stack(jmod.Module):
         def __init__(self):

@@ -32,6 +32,7 @@ __all__ = [
     "latest_checkpoint",
     "list_variables",
     "load_variable",
+    "render_checkpoint",
 ]
 
 
@@ -50,3 +51,14 @@ def load_variable(path: str | os.PathLike, key: str) -> np.ndarray:
     against its checksums.
     """
     return _format.read_arrays(path, keys=[key])[key]
+
+
+def render_checkpoint(path):
+    """A checkpoint's keys grouped by path, with shapes and dtypes, for notebooks.
+
+    Renders as foldable HTML in Jupyter (treescope) and as short text
+    elsewhere; reads only the index.
+    """
+    from jmod._render import render_checkpoint as render
+
+    return render(path)
