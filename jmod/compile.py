@@ -232,16 +232,19 @@ class Compiled:
 
     # -- the hot path ---------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        if not kwargs and self._fast:
+        plan = self._self_plan
+        if (
+            plan is not None
+            and not kwargs
+            and plan.version == _tracing.version
+            and _tracing.ctx is None
+        ):
             for a in args:
                 # Weak-typed arrays (jnp.full(..., 2.0)) take the slow path to
                 # be made strong, so they share the trace of other arrays.
                 if type(a) is not _JAX_ARRAY or a.weak_type:
                     break
             else:
-                plan = self._self_plan
-                if plan is None or plan.version != _tracing.version or _tracing.ctx is not None:
-                    return self._run(self._plan(self._self_roots), args, None)
                 # The hot path: read leaves, one jax.jit call, write back what
                 # the trace assigned. Everything else is in _run.
                 self._current = plan
@@ -256,6 +259,12 @@ class Compiled:
                 if created or self._record is not None:
                     self._finish(created)
                 return out
+        if (
+            not kwargs
+            and self._fast
+            and all(type(a) is _JAX_ARRAY and not a.weak_type for a in args)
+        ):
+            return self._run(self._plan(self._self_roots), args, None)
         roots, dyn, static = self._split(args, kwargs)
         return self._run(self._plan(roots), dyn, static)
 
@@ -313,8 +322,10 @@ class Compiled:
         if len(self._plans) > 16:
             self._plans.pop(next(iter(self._plans)))
         self._plans[key] = plan
-        if len(roots) == len(self._self_roots) and all(
-            a is b for a, b in zip(roots, self._self_roots)
+        if (
+            self._fast
+            and len(roots) == len(self._self_roots)
+            and all(a is b for a, b in zip(roots, self._self_roots))
         ):
             self._self_plan = plan
         return plan
