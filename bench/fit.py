@@ -4,13 +4,14 @@ Run: python bench/fit.py [--quick] [--samples N] [--rounds R] [--no-keras]
 
 The same 784-512-512-10 MLP (ReLU, logits, sparse categorical crossentropy),
 adam(1e-3), batch 128, on random data (N samples, N a multiple of 128, so no
-loop needs a short last batch), shuffled every epoch. Every loop keeps the
-data on the device:
-  raw JAX (the floor): one `jax.jit` step per batch that gathers its rows
-      from the device arrays by a permutation index, donates params and
-      optimizer state;
-  jmod fit: `model.fit(x, y, batch_size=128)` on a `TrainerMixin` model;
-  Flax NNX: an `nnx.jit` step of the same shape as the floor's;
+loop needs a short last batch), shuffled every epoch:
+  raw JAX (the floor): NumPy batches sliced by a permutation, one `jax.jit`
+      step each that donates params and optimizer state (of the variants
+      tried: the step gathering from device arrays, or a separate gather
+      call, this was the fastest on CPU);
+  jmod fit: `model.fit(x, y, batch_size=128)` on a `TrainerMixin` model (data
+      on the device, rows gathered there per step);
+  Flax NNX: an `nnx.jit` step fed like the floor;
   Keras 3: `model.fit(...)` in its own process (KERAS_BACKEND=jax), driven
       epoch by epoch so the rounds interleave with the others.
 Epoch times come from epoch begin to epoch end with the loss on the host
@@ -121,15 +122,22 @@ def init_params(seed=0):
     return params
 
 
+def crossentropy(logits, labels):
+    """Sparse categorical crossentropy from logits, as a one-hot product (Keras and jmod's
+    form: the gather form's gradient is a scatter, ~1.5x slower on CPU)."""
+    import jax
+
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return -(onehot * jax.nn.log_softmax(logits)).sum(-1).mean()
+
+
 def raw_variant(x, y):
     import jax
-    import jax.numpy as jnp
     import optax
 
     tx = optax.adam(1e-3)
     params = init_params()
     opt_state = tx.init(params)
-    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
     steps = len(x) // BATCH
 
     def forward(params, xb):
@@ -137,27 +145,22 @@ def raw_variant(x, y):
             xb = jax.nn.relu(xb @ layer["w"] + layer["b"])
         return xb @ params[-1]["w"] + params[-1]["b"]
 
-    def loss_fn(params, xb, yb):
-        logits = forward(params, xb)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-
-    @jax.jit
-    def step(params, opt_state, x_all, y_all, perm, i):
-        idx = jax.lax.dynamic_slice(perm, (i * BATCH,), (BATCH,))
-        loss, grads = jax.value_and_grad(loss_fn)(params, x_all[idx], y_all[idx])
+    def step(params, opt_state, xb, yb):
+        loss, grads = jax.value_and_grad(lambda p: crossentropy(forward(p, xb), yb))(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    step = jax.jit(step.__wrapped__, donate_argnums=(0, 1))
+    step = jax.jit(step, donate_argnums=(0, 1))
     rng = np.random.default_rng(1)
     state = {"params": params, "opt": opt_state}
 
     def epoch():
-        perm = jnp.asarray(rng.permutation(len(x)).astype(np.int32))
+        perm = rng.permutation(len(x))
         start = time.perf_counter()
         p, o, loss = state["params"], state["opt"], None
         for i in range(steps):
-            p, o, loss = step(p, o, x_dev, y_dev, perm, np.int32(i))
+            idx = perm[i * BATCH : (i + 1) * BATCH]
+            p, o, loss = step(p, o, x[idx], y[idx])
         float(loss)
         state["params"], state["opt"] = p, o
         return time.perf_counter() - start
@@ -207,7 +210,6 @@ def jmod_variant(x, y, steps_per_execution=1):
 
 def nnx_variant(x, y):
     import jax
-    import jax.numpy as jnp
     import optax
     from flax import nnx
 
@@ -224,29 +226,23 @@ def nnx_variant(x, y):
 
     model = MLP(nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
-    x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
     steps = len(x) // BATCH
 
     @nnx.jit
-    def step(model, optimizer, x_all, y_all, perm, i):
-        idx = jax.lax.dynamic_slice(perm, (i * BATCH,), (BATCH,))
-
-        def loss_fn(model):
-            logits = model(x_all[idx])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y_all[idx]).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
+    def step(model, optimizer, xb, yb):
+        loss, grads = nnx.value_and_grad(lambda m: crossentropy(m(xb), yb))(model)
         optimizer.update(model, grads)
         return loss
 
     rng = np.random.default_rng(1)
 
     def epoch():
-        perm = jnp.asarray(rng.permutation(len(x)).astype(np.int32))
+        perm = rng.permutation(len(x))
         start = time.perf_counter()
         loss = None
         for i in range(steps):
-            loss = step(model, optimizer, x_dev, y_dev, perm, np.int32(i))
+            idx = perm[i * BATCH : (i + 1) * BATCH]
+            loss = step(model, optimizer, x[idx], y[idx])
         float(loss)
         return time.perf_counter() - start
 

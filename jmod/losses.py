@@ -185,8 +185,10 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
         p = y_pred / jnp.sum(y_pred, axis=axis, keepdims=True)
         log_p = jnp.log(jnp.clip(p, EPSILON, 1.0 - EPSILON))
     log_p = jnp.moveaxis(log_p, axis, -1)
-    picked = jnp.take_along_axis(log_p, labels[..., None], axis=-1)
-    return -jnp.squeeze(picked, -1)
+    # A one-hot product, not a gather: the gather's gradient is a scatter,
+    # which cost a 784-512-512-10 train step 20% on CPU.
+    onehot = jax.nn.one_hot(labels, log_p.shape[-1], dtype=log_p.dtype)
+    return -jnp.sum(onehot * log_p, axis=-1)
 
 
 mse = MSE = mean_squared_error

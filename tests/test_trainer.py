@@ -67,6 +67,22 @@ def test_fit_matches_numpy_sgd_with_a_short_last_batch():
     assert len(history.history["loss"]) == 3
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_device_resident_data_gives_the_numpy_sgd_weights(monkeypatch, k):
+    # On accelerators the rows are gathered on the device (on CPU NumPy slices them).
+    monkeypatch.setattr(jmod.training.data, "_gather_on_device", lambda nbytes: True)
+    x, y = _regression_data(n=10)
+    w0, b0 = np.full((3, 1), 0.1, np.float32), np.zeros(1, np.float32)
+    model = Linear(w0, b0)
+    model.compile(optax.sgd(0.1), loss="mse", steps_per_execution=k)
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+    w_ref, _ = _numpy_sgd(w0, b0, x, y, 0.1, 4, 2)
+    np.testing.assert_allclose(np.asarray(model.w), w_ref, rtol=1e-5, atol=1e-6)
+    assert model.evaluate(x, y, batch_size=4, verbose=0) == pytest.approx(
+        float(np.mean((x @ np.asarray(model.w) + np.asarray(model.b) - y) ** 2)), rel=1e-5
+    )
+
+
 def test_fit_again_and_early_stopping_do_not_retrace():
     x, y = _regression_data(n=10)
     model = Linear(np.zeros((3, 1)), np.zeros(1))

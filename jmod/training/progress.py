@@ -119,7 +119,7 @@ class Progbar:
         self.prefix = prefix
         self.dynamic = verbose == 1 and is_interactive(self.stream)
         self._start = time.perf_counter()
-        self._last_draw = 0.0
+        self._last_draw = self._start
         self._last_width = 0
         self._values = {}
         self.finished = False

@@ -285,8 +285,10 @@ class TrainerMixin:
     def _prepare(self, data, kind, k=None):
         """Builds the model, optimizer and metrics from the first batch; the compiled step."""
         state = self._trainer()
-        x, y, _ = data.first()
+        if data.treedef is None:
+            data.first()  # an iterable's structure is known from its first batch
         if not getattr(self, "built", True) or not self.variables:
+            x, _, _ = data.first()
             self(x)
             for module in (self, *self.submodules):
                 if module.__dict__.get("_losses"):
@@ -295,6 +297,7 @@ class TrainerMixin:
             if state.optimizer is not None and not state.optimizer.built:
                 state.optimizer.build()
             if not state.objectives.built:
+                _, y, _ = data.first()
                 state.objectives.build(y, getattr(self, "output_names", None))
         if k is None:
             k = state.steps_per_execution if kind != "predict" else 1
