@@ -404,7 +404,7 @@ def train(steps=4):
         rows = slice(16 * (i % 4), 16 * (i % 4) + 16)
         xb, yb = jd.distribute_batch((x[rows], y[rows]))
         losses.append(float(step(model, opt, xb, yb)))
-    return model, losses, (xb, yb)
+    return model, losses, (xb, yb), opt
 """
 
 
@@ -413,9 +413,9 @@ def test_data_parallel_training_on_8_devices_equals_the_one_device_run():
         DATA_PARALLEL
         + textwrap.dedent(
             """
-        single, single_losses, _ = train()
+        single, single_losses, _, _ = train()
         with jd.mesh({"data": 8}):
-            model, losses, (xb, yb) = train()
+            model, losses, (xb, yb), _ = train()
         print(json.dumps({
             "losses": losses, "single_losses": single_losses,
             "state": {p: np.asarray(v).tolist() for p, v in model.state().items()},
@@ -562,6 +562,8 @@ jmod.random.set_seed(0)
 model = MLP()
 with jd.mesh({"data": 4}):
     model(jnp.asarray(x[:2]))
+    # Data parallel, and the hidden kernel split across both processes' devices.
+    jd.shard_module(model, {"hidden/kernel": (None, "data")})
     opt = jmod.Optimizer(model, optax.adam(1e-2))
 
     @jmod.jit
@@ -576,7 +578,29 @@ with jd.mesh({"data": 4}):
         rows = slice(16 * i + 8 * rank, 16 * i + 8 * rank + 8)
         xb, yb = jd.distribute_batch((x[rows], y[rows]))
         losses.append(float(step(model, opt, xb, yb)))
-state = {p: np.asarray(v.value.addressable_data(0)).tolist() for p, v in model.named_variables()}
+    jmod.Checkpoint(model=model, optimizer=opt).write(os.environ["CKPT"])
+
+    # Resume on the same mesh: each process reads only the blocks its devices hold.
+    from jmod.checkpoint import _sharded
+    read = []
+    _sharded.BoxReader.close = lambda self: read.append(self.bytes_read)
+    jmod.random.set_seed(7)
+    resumed = MLP()
+    resumed(jnp.asarray(x[:2]))
+    jd.shard_module(resumed, {"hidden/kernel": (None, "data")})
+    resumed_opt = jmod.Optimizer(resumed, optax.adam(1e-2))
+    jmod.Checkpoint(model=resumed, optimizer=resumed_opt).restore(os.environ["CKPT"])
+
+def local(module):
+    # {path: (box, values)} of the first block this process holds of each variable.
+    out = {}
+    for p, v in module.named_variables():
+        shard = v.value.addressable_shards[0]
+        box = [list(s.indices(n)[:2]) for s, n in zip(shard.index, v.shape)]
+        out[p] = [box, np.asarray(shard.data).tolist()]
+    return out
+
+state = local(model)
 from jmod.distributed import exchange
 exchange.barrier("after training")
 gathered = [b.decode() for b in exchange.allgather_bytes((f"from {rank}" * (rank + 1)).encode())]
@@ -585,22 +609,26 @@ print(json.dumps({
     "gathered": gathered, "told": told,
     "rank": jd.process_index(), "count": jd.process_count(), "devices": jax.device_count(),
     "local": jax.local_device_count(), "again": again, "losses": losses, "state": state,
+    "bytes_read": sum(read), "resumed_equal": local(resumed) == local(model)
+        and local(resumed_opt) == local(opt),
 }))
 """
 )
 
 
-def test_two_processes_train_data_parallel_like_one():
+def test_two_processes_train_write_a_sharded_checkpoint_and_match_one(tmp_path):
     port = free_port()
     address = f"127.0.0.1:{port}"
+    ckpt = str(tmp_path / "ckpt")
     procs = [
-        start(TWO_PROCESS, 2, {"RANK": "0", "ADDRESS": address}),
+        start(TWO_PROCESS, 2, {"RANK": "0", "ADDRESS": address, "CKPT": ckpt}),
         start(
             TWO_PROCESS,
             2,
             {
                 "RANK": "1",
                 "ADDRESS": address,
+                "CKPT": ckpt,
                 "JAX_COORDINATOR_ADDRESS": address,
                 "JAX_NUM_PROCESSES": "2",
                 "JAX_PROCESS_ID": "1",
@@ -624,11 +652,48 @@ def test_two_processes_train_data_parallel_like_one():
     # The single-process reference: the same 4 steps on the whole 16-row batches.
     ns = {}
     exec(PRELUDE + DATA_PARALLEL, ns)
-    reference, losses, _ = ns["train"]()
+    reference, losses, _, reference_opt = ns["train"]()
     for r in results:
         np.testing.assert_allclose(r["losses"], losses, rtol=1e-5)
         for path, value in reference.state().items():
-            np.testing.assert_allclose(r["state"][path], np.asarray(value), rtol=1e-5, atol=1e-6)
+            box, block = r["state"][path]
+            expected = np.asarray(value)[tuple(slice(a, b) for a, b in box)]
+            np.testing.assert_allclose(block, expected, rtol=1e-5, atol=1e-6)
+        assert r["resumed_equal"]
+    boxes = [r["state"]["hidden/kernel"][0] for r in results]
+    assert boxes == [[[0, 5], [0, 4]], [[0, 5], [8, 12]]]
+    # Each process wrote its own data file; the split kernel has blocks in both.
+    assert sorted(os.listdir(tmp_path)) == [
+        "ckpt.data-00000-of-00002",
+        "ckpt.data-00001-of-00002",
+        "ckpt.index",
+    ]
+    from jmod.checkpoint import _format
+
+    index = _format.read_index(ckpt)
+    kernel = index.entries["model/hidden/kernel"]
+    assert kernel.shape == (5, 16)
+    assert [(p.start, p.shape, p.file) for p in kernel.pieces] == [
+        ((0, 4 * i), (5, 4), i // 2) for i in range(4)
+    ]
+    assert index.entries["optimizer/slots/0/mu/hidden/kernel"].pieces
+    whole = [e for e in index.entries.values() if not e.pieces]
+    assert {e.file for e in whole} == {0, 1}  # replicated values spread over both files
+    # Resuming, each process read the replicated values and half of each split one.
+    split = sum(e.length for e in index.entries.values() if e.pieces)
+    assert [r["bytes_read"] for r in results] == [
+        sum(e.length for e in whole if e.key != "save_counter") + split // 2
+    ] * 2
+    # Restored in this single process, the checkpoint equals the reference run.
+    restored = ns["MLP"]()
+    restored(jnp.zeros((1, 5)))
+    restored_opt = jmod.Optimizer(restored, optax.adam(1e-2))
+    jmod.Checkpoint(model=restored, optimizer=restored_opt).restore(ckpt).assert_consumed()
+    for mine, theirs in ((restored, reference), (restored_opt, reference_opt)):
+        for path, value in theirs.state().items():
+            np.testing.assert_allclose(
+                np.asarray(mine.state()[path]), np.asarray(value), rtol=1e-5, atol=1e-6
+            )
 
 
 def test_a_peer_that_never_arrives_is_a_clear_error_not_a_hang():

@@ -65,7 +65,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 FORMAT_NAME = "jmod.checkpoint"
 FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+# Version 2 adds sharded values (an entry lists its blocks: see `Entry.pieces`);
+# it is written only by checkpoints that hold one, so others stay version 1.
+SHARDED_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 DATA_MAGIC = b"JMODDATA"
 ALIGNMENT = 64
@@ -111,7 +114,14 @@ if sys.byteorder != "little":  # pragma: no cover - every platform JAX ships for
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """Where one value lives: its dtype name, shape, data file, byte range and checksums."""
+    """Where one value lives: its dtype name, shape, data file, byte range and checksums.
+
+    A sharded value (format version 2) is stored as blocks, possibly in
+    several data files: its `pieces` are one `Entry` per block (the block's
+    shape, file and bytes) with `start`, where the block begins in the whole
+    value; the sharded entry's own `file` is -1 and its `length` the whole
+    value's bytes.
+    """
 
     key: str
     dtype: str
@@ -120,6 +130,8 @@ class Entry:
     offset: int
     length: int
     crc32: tuple[int, ...]
+    pieces: tuple = ()
+    start: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +186,23 @@ def encode_index(index: Index) -> bytes:
     variables = {}
     for key in sorted(index.entries):
         e = index.entries[key]
+        if e.pieces:
+            variables[key] = {
+                "dtype": e.dtype,
+                "shape": list(e.shape),
+                "shards": [
+                    {
+                        "start": list(p.start),
+                        "shape": list(p.shape),
+                        "file": p.file,
+                        "offset": p.offset,
+                        "length": p.length,
+                        "crc32": list(p.crc32),
+                    }
+                    for p in e.pieces
+                ],
+            }
+            continue
         variables[key] = {
             "dtype": e.dtype,
             "shape": list(e.shape),
@@ -223,7 +252,7 @@ def decode_index(data: bytes, filename: str = "<index>") -> Index:
         raise _corrupt(filename, "the index envelope lacks its 'index' bytes or 'crc32'")
     if crc32(body) != crc:
         raise _corrupt(filename, f"index checksum mismatch: stored {crc}, computed {crc32(body)}")
-    return _decode_body_v1(_unpack(body, filename, "index body"), filename)
+    return _decode_body_v1(_unpack(body, filename, "index body"), filename, version)
 
 
 def decode_index_body(body: bytes, filename: str = "<index>") -> Index:
@@ -231,7 +260,7 @@ def decode_index_body(body: bytes, filename: str = "<index>") -> Index:
     return _decode_body_v1(_unpack(body, filename, "index body"), filename)
 
 
-def _decode_body_v1(raw, filename: str) -> Index:
+def _decode_body_v1(raw, filename: str, version: int = 1) -> Index:
     if not isinstance(raw, dict):
         raise _corrupt(filename, f"the index body is a {type(raw).__name__}, expected a map")
     uid, num_shards, chunk_bytes = raw.get("uid"), raw.get("num_shards"), raw.get("chunk_bytes")
@@ -246,11 +275,78 @@ def _decode_body_v1(raw, filename: str) -> Index:
         raise _corrupt(filename, "the index has no 'variables' map")
     entries = {}
     for key, value in variables.items():
-        entries[key] = _decode_entry(key, value, filename, num_shards, chunk_bytes)
-    return Index(1, uid, num_shards, chunk_bytes, entries)
+        if version >= SHARDED_VERSION and isinstance(value, dict) and "shards" in value:
+            entries[key] = _decode_sharded(key, value, filename, num_shards, chunk_bytes)
+        else:
+            entries[key] = _decode_entry(key, value, filename, num_shards, chunk_bytes)
+    return Index(version, uid, num_shards, chunk_bytes, entries)
 
 
-def _decode_entry(key, raw, filename: str, num_shards: int, chunk_bytes: int) -> Entry:
+def _decode_sharded(key, raw, filename: str, num_shards: int, chunk_bytes: int) -> Entry:
+    """A version-2 entry stored as blocks; they must tile the value as a grid, each once."""
+    whole = _decode_entry(
+        key,
+        {**raw, "file": 0, "offset": DATA_HEADER_BYTES, "length": 0, "crc32": []},
+        filename,
+        1,
+        chunk_bytes,
+        check_bytes=False,
+    )
+    shards = raw["shards"]
+    if not isinstance(shards, list) or not shards:
+        raise _corrupt(filename, f"{key}: 'shards' is not a non-empty list")
+    pieces = []
+    for i, piece in enumerate(shards):
+        label = f"{key} (shard {i})"
+        if not isinstance(piece, dict):
+            raise _corrupt(filename, f"{label}: entry is a {type(piece).__name__}, expected a map")
+        p = _decode_entry(label, {**piece, "dtype": whole.dtype}, filename, num_shards, chunk_bytes)
+        start = piece.get("start")
+        if (
+            not isinstance(start, list)
+            or len(start) != len(whole.shape)
+            or len(p.shape) != len(whole.shape)
+            or not all(
+                _is_int(b) and 0 <= b and b + n <= d for b, n, d in zip(start, p.shape, whole.shape)
+            )
+        ):
+            raise _corrupt(
+                filename,
+                f"{label}: block at {start!r} of shape {list(p.shape)} is not inside "
+                f"{list(whole.shape)}",
+            )
+        pieces.append(dataclasses.replace(p, key=key, start=tuple(start)))
+    _check_tiling(key, whole.shape, pieces, filename)
+    length = math.prod(whole.shape) * DTYPES[whole.dtype].itemsize
+    return dataclasses.replace(whole, file=-1, offset=0, length=length, pieces=tuple(pieces))
+
+
+def _check_tiling(key, shape, pieces, filename: str) -> None:
+    # Blocks of a jax sharding form a grid: per dimension, the blocks' ranges
+    # partition the axis, and every combination of ranges appears exactly once.
+    ranges = []
+    for dim, size in enumerate(shape):
+        spans = sorted({(p.start[dim], p.shape[dim]) for p in pieces})
+        at = 0
+        for begin, n in spans:
+            if begin != at or (n == 0 and size != 0):
+                raise _corrupt(
+                    filename, f"{key}: its blocks do not tile dimension {dim} of {list(shape)}"
+                )
+            at = begin + n
+        if at != size:
+            raise _corrupt(
+                filename, f"{key}: its blocks do not tile dimension {dim} of {list(shape)}"
+            )
+        ranges.append(len(spans))
+    starts = {p.start for p in pieces}
+    if len(starts) != len(pieces) or len(pieces) != math.prod(ranges):
+        raise _corrupt(filename, f"{key}: its blocks do not tile {list(shape)} exactly once")
+
+
+def _decode_entry(
+    key, raw, filename: str, num_shards: int, chunk_bytes: int, check_bytes: bool = True
+) -> Entry:
     if not isinstance(key, str) or not key:
         raise _corrupt(filename, f"variable key {key!r} is not a non-empty string")
     if not isinstance(raw, dict):
@@ -265,6 +361,8 @@ def _decode_entry(key, raw, filename: str, num_shards: int, chunk_bytes: int) ->
         or not all(_is_int(d) and d >= 0 for d in shape)
     ):
         raise _corrupt(filename, f"{key}: shape {shape!r} is not a list of non-negative integers")
+    if not check_bytes:
+        return Entry(key, dtype, tuple(shape), -1, 0, 0, ())
     if not _is_int(file) or not 0 <= file < num_shards:
         raise _corrupt(filename, f"{key}: data file number {file!r} is not in 0..{num_shards - 1}")
     if not _is_int(offset) or offset < DATA_HEADER_BYTES:
@@ -366,23 +464,33 @@ def iter_arrays(
     first value is yielded, so a missing, foreign or truncated file fails
     before anything is used. Checksums run on a second thread while the next
     value is read; a consumer that assigns each value as it comes holds only
-    two of them in memory at a time.
+    two of them in memory at a time. Sharded values come last, each
+    assembled from its blocks.
     """
     path = os.fspath(path)
     index = read_index(path) if index is None else index
     wanted = list(index.entries) if keys is None else list(keys)
     by_file: dict[int, list[Entry]] = {}
+    blocks: dict[int, list[Entry]] = {}
+    sharded = []
     for key in wanted:
         if key not in index.entries:
             raise CheckpointError(f"{key}: not in checkpoint {index_path(path)}")
         e = index.entries[key]
-        by_file.setdefault(e.file, []).append(e)
+        if e.pieces:
+            sharded.append(e)
+            for p in e.pieces:
+                blocks.setdefault(p.file, []).append(p)
+        else:
+            by_file.setdefault(e.file, []).append(e)
     opened = []
+    files = {}
     try:
-        for shard, entries in sorted(by_file.items()):
-            entries.sort(key=lambda e: e.offset)
-            fd, filename = _open_shard(path, index, shard, entries)
+        for shard in sorted(by_file.keys() | blocks.keys()):
+            entries = sorted(by_file.get(shard, []), key=lambda e: e.offset)
+            fd, filename = _open_shard(path, index, shard, entries + blocks.get(shard, []))
             opened.append((fd, filename, entries))
+            files[shard] = (fd, filename)
         with concurrent.futures.ThreadPoolExecutor(1) as checker:
             for fd, filename, entries in opened:
                 previous = None
@@ -396,6 +504,12 @@ def iter_arrays(
                     previous = (e, buf, pending)
                 if previous is not None:
                     yield _verified(*previous, index.chunk_bytes, filename)
+        if sharded:
+            from jmod.checkpoint._sharded import BoxReader
+
+            reader = BoxReader(path, index, verify=verify, files=files)
+            for e in sharded:
+                yield e.key, reader.read(e.key)
     finally:
         for fd, _, _ in opened:
             os.close(fd)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jmod import module as _module
-from jmod.checkpoint import _format
+from jmod.checkpoint import _format, _sharded
 from jmod.errors import CheckpointError
 from jmod.variables import Variable
 
@@ -95,11 +95,23 @@ class Checkpoint:
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
+        values = {k: v.value for k, v in self.named_variables()}
+        if _sharded.needs_sharded_write(values):
+            # Several processes or sharded values: each process writes the
+            # blocks it holds. Across processes the write is collective, so
+            # it runs here even when not blocking (a thread could interleave
+            # its collectives with the training step's).
+            if blocking or jax.process_count() > 1:
+                _sharded.write(path, values)
+                return path if blocking else WriteHandle(path, lambda: None)
+            held = _sharded.snapshot(values)
+            self._in_flight = WriteHandle(path, lambda: _sharded.write(path, held))
+            return self._in_flight
         if blocking:
             # Zero-copy on CPU: the arrays' own memory streams to the file.
-            _format.write_checkpoint(path, {k: v.value for k, v in self.named_variables()})
+            _format.write_checkpoint(path, values)
             return path
-        arrays = _snapshot({k: v.value for k, v in self.named_variables()})
+        arrays = _snapshot(values)
         self._in_flight = WriteHandle(path, lambda: _format.write_checkpoint(path, arrays))
         return self._in_flight
 
@@ -186,11 +198,17 @@ class Checkpoint:
         status = CheckpointLoadStatus(self, path, index.entries.keys(), {})
         restore = status._restore
         restore.report.unmatched = set(index.entries) - set(wanted) - {_SAVE_COUNTER}
+        # Variables laid out over several devices are filled box by box: each
+        # process reads only what its devices hold.
+        laid_out = [
+            k for k in wanted if k in existing and _sharded.is_multi_device(existing[k]._value)
+        ]
+        whole = [k for k in wanted if k not in laid_out]
         # Each value is assigned as soon as it is read and verified, so the
         # old one can go: restoring into a built model needs memory for about
         # one variable beyond the model, not a second model.
         try:
-            for key, value in _format.iter_arrays(path, index, wanted):
+            for key, value in _format.iter_arrays(path, index, whole):
                 if key in existing:
                     existing[key].assign(_to_device(value, existing[key]))
                     restore.restored.add(key)
@@ -198,6 +216,11 @@ class Checkpoint:
                     self.save_counter.assign(value.astype(self.save_counter.dtype))
                 else:
                     restore.pending[key] = value
+            with _sharded.BoxReader(path, index) as reader:
+                for key in laid_out:
+                    variable = existing[key]
+                    variable.assign(_sharded.read_onto(reader, key, variable._value))
+                    restore.restored.add(key)
         except BaseException as err:
             restore.report.silenced = True  # the error is the report
             done = len(restore.restored - {_SAVE_COUNTER})

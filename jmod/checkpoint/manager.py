@@ -15,6 +15,8 @@ import re
 import threading
 import time
 
+import jax
+
 from jmod.checkpoint import _format
 from jmod.checkpoint.checkpoint import Checkpoint, WriteHandle
 
@@ -137,6 +139,10 @@ class CheckpointManager:
             self._entries = [(n, t) for n, t in self._entries if n != name]
             self._entries.append((name, _now()))
             doomed = self._sweep()
+            # With several processes sharing the directory, process 0 keeps
+            # the books; the others track the same list in memory.
+            if jax.process_index() != 0:
+                return
             self._write_state()
         for old in doomed:
             _format.delete_checkpoint(os.path.join(self.directory, old))
