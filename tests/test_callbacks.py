@@ -93,7 +93,11 @@ def test_early_stopping_ends_fit():
     x, y = _data()
     model = _compiled(optax.sgd(0.0))  # the loss never changes
     history = model.fit(
-        x, y, epochs=10, verbose=0, callbacks=[callbacks.EarlyStopping("loss", patience=1)]
+        x,
+        y,
+        epochs=10,
+        verbose=0,
+        callbacks=[callbacks.EarlyStopping("loss", patience=1, min_delta=1e-3)],
     )
     assert len(history.history["loss"]) == 2
 

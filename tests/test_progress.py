@@ -90,6 +90,12 @@ def test_on_a_terminal_the_bar_redraws_in_place_with_an_eta(model):
     assert out.count("\n") == 4  # header + final bar per epoch
 
 
+def test_notebook_output_counts_as_interactive():
+    OutStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})
+    assert progress.is_interactive(OutStream())
+    assert not progress.is_interactive(io.StringIO())
+
+
 def test_redraws_are_throttled_by_the_interval():
     stream = Terminal()
     bar = Progbar(1000, stream=stream, interval=3600.0)

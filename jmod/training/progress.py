@@ -70,7 +70,7 @@ def format_rate(seconds_per_unit, unit):
 
 def is_interactive(stream):
     """Whether `stream` redraws in place: a terminal, or a Jupyter kernel's stdout."""
-    if "ipykernel" in sys.modules and stream in (sys.stdout, sys.__stdout__):
+    if type(stream).__module__.startswith("ipykernel"):  # a notebook cell's output
         return True
     isatty = getattr(stream, "isatty", None)
     try:
