@@ -277,11 +277,14 @@ def test_fit_on_a_generator_and_a_list_of_batches():
     w0, b0 = np.full((3, 1), 0.1, np.float32), np.zeros(1, np.float32)
     listed = Linear(w0, b0)
     listed.compile(optax.sgd(0.1), loss="mse")
-    history = listed.fit(batches, epochs=2, verbose=0)  # a list: re-iterated each epoch
+    # A list is re-iterated each epoch; as validation_data it is batches too.
+    history = listed.fit(batches, epochs=2, verbose=0, validation_data=batches)
     w_ref, b_ref = _numpy_sgd(w0, b0, x, y, 0.1, 4, 2)
     np.testing.assert_allclose(np.asarray(listed.w), w_ref, rtol=1e-5, atol=1e-6)
     assert listed.train_function.trace_count == 1
     assert len(history.history["loss"]) == 2
+    err = x @ w_ref + b_ref - y
+    assert history.history["val_loss"][-1] == pytest.approx(np.mean(err**2), rel=1e-4)
 
     def forever():
         while True:
@@ -447,4 +450,12 @@ def test_callable_scalar_loss_is_exact_on_padded_batches():
 def test_docstring_examples_run():
     from tests.test_losses import run_examples
 
-    run_examples(jmod.training.trainer)
+    for module in (
+        jmod.training,
+        jmod.training.trainer,
+        jmod.training.data,
+        jmod.training.objectives,
+        jmod.training.optimizers,
+        jmod.training._errors,
+    ):
+        run_examples(module)

@@ -175,15 +175,16 @@ def _apply_class_weight(x, y, sample_weight, class_weight):
 
 
 def padded_order(n, batch_size, steps, k, rng):
-    """Sample indices for one epoch, `ceil(steps / k) * k * batch_size` long.
+    """(Sample indices for one epoch, `ceil(steps / k) * k * batch_size` long; real count).
 
     Positions past `n` are padding: they repeat the last batch's rows (so
     they are real samples for layers such as BatchNormalization) and the
     mask makes them count for nothing.
 
     Example:
-        >>> padded_order(5, 2, 3, 1, None).tolist()
-        [0, 1, 2, 3, 4, 4]
+        >>> order, used = padded_order(5, 2, 3, 1, None)
+        >>> order.tolist(), used
+        ([0, 1, 2, 3, 4, 4], 5)
     """
     order = np.arange(n, dtype=np.int32) if rng is None else rng.permutation(n).astype(np.int32)
     order = order[: steps * batch_size]
@@ -414,10 +415,11 @@ def adapt(
     """`ArrayData` for arrays (and dicts/tuples of them), `IterableData` for iterables.
 
     Example:
-        >>> type(adapt(np.zeros((3, 1)))).__name__, type(adapt([np.zeros((3, 1))])).__name__
+        >>> batches = [(np.zeros((3, 1)), np.zeros(3))]
+        >>> type(adapt(np.zeros((3, 1)))).__name__, type(adapt(batches)).__name__
         ('ArrayData', 'IterableData')
     """
-    batches = _is_iterable_of_batches(x)
+    batches = is_batches(x)
     leaves = [] if batches else jax.tree_util.tree_leaves(x)
     if leaves and all(_is_array(leaf) for leaf in leaves):
         return ArrayData(x, y, sample_weight, batch_size, shuffle, steps, class_weight)
@@ -434,9 +436,16 @@ def adapt(
     return IterableData(x, steps, class_weight)
 
 
-def _is_iterable_of_batches(x):
-    # A list of arrays is a multi-input x; a list of tuples, a generator or a
-    # custom iterable is batches.
+def is_batches(x):
+    """Whether `x` is an iterable of batches rather than (a structure of) arrays.
+
+    A list of arrays is a multi-input x; a list of tuples, a generator or a
+    custom iterable is batches.
+
+    Example:
+        >>> is_batches([np.zeros(2)]), is_batches([(np.zeros(2), np.zeros(2))])
+        (False, True)
+    """
     if isinstance(x, list):
         return len(x) > 0 and all(isinstance(item, tuple) for item in x)
     return not isinstance(x, (dict, tuple)) and not _is_array(x)

@@ -9,7 +9,7 @@ Example:
     >>> import optax
     >>> m = jmod.Module(); m.w = jmod.Variable(1.0)
     >>> opt = jmod.Optimizer(m, get("sgd"))
-    >>> get_learning_rate(opt)
+    >>> round(get_learning_rate(opt), 6)
     0.01
     >>> set_learning_rate(opt, 0.5); get_learning_rate(opt)
     0.5

@@ -399,7 +399,11 @@ class TrainerMixin:
         )
         val_data = None
         if validation_data is not None:
-            if isinstance(validation_data, (tuple, list)) and 2 <= len(validation_data) <= 3:
+            if (
+                isinstance(validation_data, (tuple, list))
+                and 2 <= len(validation_data) <= 3
+                and not data_lib.is_batches(validation_data)
+            ):
                 vx, vy, vw = data_lib.unpack(tuple(validation_data))
                 val_data = data_lib.adapt(
                     vx, vy, vw, validation_batch_size or batch_size, False, validation_steps
