@@ -33,6 +33,7 @@ from jmod.errors import (
     SignatureError,
     SummaryError,
     TraceError,
+    TrainingError,
     VariableError,
 )
 from jmod.gradients import grad, value_and_grad
@@ -43,7 +44,10 @@ from jmod.saved_model import TensorSpec
 from jmod.saved_model.errors import PlatformError, SavedModelError, SavedModelNotFoundError
 from jmod.variables import Variable
 
+callbacks = training.callbacks  # Keras habit: jmod.callbacks.EarlyStopping
+
 __all__ = [
+    "callbacks",
     "Checkpoint",
     "CheckpointManager",
     "Input",
@@ -72,6 +76,7 @@ __all__ = [
     "SummaryError",
     "TensorSpec",
     "TraceError",
+    "TrainingError",
     "Variable",
     "VariableError",
     "__version__",

@@ -50,3 +50,7 @@ class OptimizerError(JmodError, ValueError):
 
 class SummaryError(JmodError, ValueError):
     """A summary, trace or profile was asked for with bad data or in the wrong state."""
+
+
+class TrainingError(JmodError, ValueError):
+    """A model was trained, evaluated or compiled with arguments it cannot use."""

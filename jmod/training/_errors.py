@@ -1,4 +1,4 @@
-"""The error `fit`, `evaluate`, losses, metrics and callbacks raise for misuse.
+"""The error `fit`, `evaluate`, losses, metrics and callbacks raise (defined in jmod.errors).
 
 Example:
     >>> from jmod.training import TrainingError
@@ -6,8 +6,6 @@ Example:
     True
 """
 
-from jmod.errors import JmodError
+from jmod.errors import TrainingError
 
-
-class TrainingError(JmodError, ValueError):
-    """A model was trained, evaluated or compiled with arguments it cannot use."""
+__all__ = ["TrainingError"]
