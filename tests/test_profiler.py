@@ -78,3 +78,19 @@ def test_trace_stops_the_profile_when_the_block_raises(tmp_path):
             _ = 1 / 0
     assert not profiler.is_active()
     assert glob.glob(str(tmp_path / "plugins" / "profile" / "*" / "*.xplane.pb"))
+
+
+def test_fit_marks_train_steps_while_profiling(tmp_path):
+    import jax.numpy as jnp
+    import numpy as np
+
+    model = jmod.Sequential([jmod.Input(shape=[2]), jmod.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)
+    with profiler.trace(tmp_path):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    traces = glob.glob(str(tmp_path / "plugins" / "profile" / "*" / "*.xplane.pb"))
+    assert traces
+    data = open(traces[0], "rb").read()
+    assert b"step_num" in data  # a StepTraceAnnotation per train step
+    assert jnp.isfinite(model(jnp.ones((1, 2)))).all()

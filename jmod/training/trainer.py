@@ -27,6 +27,7 @@ Example:
 import jax
 import numpy as np
 
+from jmod import profiler
 from jmod import random as jrandom
 from jmod.gradients import value_and_grad
 from jmod.optimizer import Optimizer
@@ -426,15 +427,24 @@ class TrainerMixin:
         state.stop_training = False
         cbs.on_train_begin()
         epoch_logs = {}
+        global_step = 0
         for epoch in range(initial_epoch, epochs):
             state.objectives.reset()
             cbs.on_epoch_begin(epoch)
             logs = None
             batch = 0
+            # Step annotations only while a profile is being recorded: the
+            # context costs a few microseconds per step otherwise.
+            profiling = profiler.is_active()
             for leaves, mask in train_data.epoch(rng, k):
                 if begin_hooks:
                     cbs.on_train_batch_begin(batch)
-                logs = step(leaves, mask)
+                if profiling:
+                    with profiler.annotate("train", step=global_step):
+                        logs = step(leaves, mask)
+                else:
+                    logs = step(leaves, mask)
+                global_step += k
                 batch = batch + k if not train_data.steps else min(batch + k, train_data.steps)
                 if end_hooks:
                     cbs.on_train_batch_end(batch - 1, logs)
