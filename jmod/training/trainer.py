@@ -29,6 +29,8 @@ import numpy as np
 
 from jmod import profiler
 from jmod import random as jrandom
+from jmod.distributed.batch import distribute_batch
+from jmod.distributed.mesh import current_mesh
 from jmod.gradients import value_and_grad
 from jmod.optimizer import Optimizer
 from jmod.training import data as data_lib
@@ -437,6 +439,7 @@ class TrainerMixin:
             # context costs a few microseconds per step otherwise.
             profiling = profiler.is_active()
             for leaves, mask in train_data.epoch(rng, k):
+                leaves, mask = _data_parallel(leaves, mask, k)
                 if begin_hooks:
                     cbs.on_train_batch_begin(batch)
                 if profiling:
@@ -477,6 +480,7 @@ class TrainerMixin:
         begin_hooks = cbs._batch["on_test_batch_begin"]
         end_hooks = cbs._batch["on_test_batch_end"]
         for leaves, mask in data.epoch(None, k):
+            leaves, mask = _data_parallel(leaves, mask, k)
             if begin_hooks:
                 cbs.on_test_batch_begin(batch)
             logs = step(leaves, mask)
@@ -581,7 +585,7 @@ class TrainerMixin:
         end_hooks = cbs._batch["on_predict_batch_end"]
         for batch, (leaves, mask) in enumerate(data.epoch(None)):
             cbs.on_predict_batch_begin(batch)
-            out = step(leaves, mask)
+            out = step(*_data_parallel(leaves, mask, 1))
             outputs.append(out)
             masks.append(mask)
             if end_hooks:
@@ -593,6 +597,19 @@ class TrainerMixin:
         return jax.tree_util.tree_map(
             lambda *parts: np.concatenate([np.asarray(p) for p in parts])[keep], *outputs
         )
+
+
+def _data_parallel(leaves, mask, k):
+    """Splits a batch along the "data" axis of the active `jmod.distributed.mesh`, if any.
+
+    The compiled step then runs data parallel: jit partitions it over the
+    mesh and reduces the gradients of the global batch. With
+    `steps_per_execution > 1` the batch is the second axis.
+    """
+    mesh = current_mesh()
+    if mesh is None or "data" not in mesh.shape:
+        return leaves, mask
+    return distribute_batch((leaves, mask), batch_dim=1 if k > 1 else 0)
 
 
 def _batch_length(x):
