@@ -540,6 +540,69 @@ def test_distribute_batch_splits_rows_and_refuses_uneven_batches():
     assert out["stacked"] == ["(None, 'data')", [[3, 2, 2]]]
 
 
+def test_fit_inside_a_mesh_trains_data_parallel_like_one_device():
+    out = session(
+        """
+        from jmod.training import trainer
+        seen = []
+        split = trainer._data_parallel
+
+        def spy(leaves, mask, k):
+            leaves, mask = split(leaves, mask, k)
+            specs = [getattr(getattr(x, "sharding", 0), "spec", ()) for x in (*leaves, mask)]
+            seen.append([str(tuple(spec)) for spec in specs])
+            return leaves, mask
+
+        trainer._data_parallel = spy
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(40, 3)).astype(np.float32)
+        y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3).astype(np.float32)
+
+        def run(k):
+            jmod.random.set_seed(0)
+            model = jmod.Sequential([jmod.layers.Dense(8, activation="tanh"), jmod.layers.Dense(1)])
+            model.compile(optax.adam(0.05), loss="mse", metrics=["mae"], steps_per_execution=k)
+            history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0,
+                                validation_data=(x[:16], y[:16]))
+            preds = model.predict(x[:8], batch_size=8, verbose=0)
+            return model, history.history, preds
+
+        single, single_history, single_preds = run(1)
+        seen.clear()
+        results = {}
+        with jd.mesh({"data": 4}):
+            for k in (1, 2):
+                model, history, preds = run(k)
+                results[k] = {
+                    "history": history, "preds": preds.tolist(),
+                    # Layer names differ between runs (dense, dense_2, ...): by order.
+                    "state": [np.asarray(v).tolist() for v in model.variables],
+                    "devices": sorted({len(v.sharding.device_set) for v in model.variables}),
+                }
+        print(json.dumps({
+            "seen": sorted({json.dumps(s) for s in seen}), "results": results,
+            "single": [np.asarray(v).tolist() for v in single.variables],
+            "single_history": single_history, "single_preds": single_preds.tolist(),
+        }))
+        """
+    )
+    # Train and test batches (x, y, mask) split along "data", the batch axis of the
+    # (steps, batch) stacks with steps_per_execution=2; predict's (x, mask) too.
+    assert set(out["seen"]) == {
+        json.dumps(["('data',)"] * 3),
+        json.dumps(["(None, 'data')"] * 3),
+        json.dumps(["('data',)"] * 2),
+    }
+    for result in out["results"].values():
+        assert result["devices"] == [4]
+        for name, values in out["single_history"].items():
+            np.testing.assert_allclose(result["history"][name], values, rtol=2e-5, atol=1e-6)
+        assert len(result["state"]) == len(out["single"]) == 4
+        for got, value in zip(result["state"], out["single"]):
+            np.testing.assert_allclose(got, value, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(result["preds"], out["single_preds"], rtol=2e-5, atol=1e-6)
+
+
 # -- several processes --------------------------------------------------------------------
 
 TWO_PROCESS = (
