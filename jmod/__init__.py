@@ -23,6 +23,7 @@ from jmod._version import __version__
 from jmod.bridge import functional_call
 from jmod.checkpoint import Checkpoint, CheckpointManager
 from jmod.compile import jit
+from jmod.distributed import DistributedError, ShardingError
 from jmod.errors import (
     CheckpointError,
     JmodError,
@@ -50,6 +51,8 @@ __all__ = [
     "callbacks",
     "Checkpoint",
     "CheckpointManager",
+    "DistributedError",
+    "ShardingError",
     "Input",
     "Model",
     "Sequential",

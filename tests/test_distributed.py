@@ -782,3 +782,20 @@ def test_a_peer_that_never_arrives_is_a_clear_error_not_a_hang():
     assert out["error"].endswith("can it reach the coordinator?")
     assert out["seconds"] < 30
     assert out["initialized"] is False
+
+
+def test_dense_kernel_sharding_argument_lays_out_the_kernel_at_build():
+    out = session(
+        """
+        with jd.mesh({"data": 2, "model": 2}):
+            layer = jmod.layers.Dense(8, kernel_sharding=(None, "model"), bias_sharding=("model",))
+            y = layer(jnp.ones((4, 6)))
+            again = jmod.layers.Dense.from_config(layer.get_config())
+        print(json.dumps({"kernel_shards": shard_shapes(layer.kernel), "specs": specs(layer),
+                          "shape": list(y.shape), "config": again.kernel_sharding}))
+        """
+    )
+    assert out["kernel_shards"] == [[6, 4]]
+    assert out["specs"] == {"bias": "('model',)", "kernel": "(None, 'model')"}
+    assert out["shape"] == [4, 8]
+    assert out["config"] == [None, "model"]

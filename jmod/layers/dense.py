@@ -29,6 +29,9 @@ class Dense(Layer):
         kernel_regularizer: a `jmod.regularizers` name/object or callable whose
             penalty of the kernel is added to `losses`.
         bias_regularizer: the same for the bias.
+        kernel_sharding: a partition spec for the kernel over the active mesh,
+            e.g. `(None, "model")` for model parallelism (`jmod.distributed`).
+        bias_sharding: the same for the bias.
     """
 
     def __init__(
@@ -40,10 +43,15 @@ class Dense(Layer):
         bias_initializer="zeros",
         kernel_regularizer=None,
         bias_regularizer=None,
+        kernel_sharding=None,
+        bias_sharding=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.units = c.check_int(self, "units", units)
+        # Partition specs over the active mesh's axes (jmod.distributed).
+        self.kernel_sharding = tuple(kernel_sharding) if kernel_sharding is not None else None
+        self.bias_sharding = tuple(bias_sharding) if bias_sharding is not None else None
         self.activation = c.activation(self, activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = c.initializer(self, "kernel_initializer", kernel_initializer)
@@ -61,10 +69,15 @@ class Dense(Layer):
             (in_dim, self.units),
             self.kernel_initializer,
             regularizer=self.kernel_regularizer,
+            sharding=self.kernel_sharding,
         )
         if self.use_bias:
             self.add_weight(
-                "bias", (self.units,), self.bias_initializer, regularizer=self.bias_regularizer
+                "bias",
+                (self.units,),
+                self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                sharding=self.bias_sharding,
             )
         self.input_spec = InputSpec(min_ndim=2, axes={-1: in_dim})
 
@@ -95,4 +108,6 @@ class Dense(Layer):
             "bias_regularizer": c.serialize_regularizer(
                 self, "bias_regularizer", self.bias_regularizer
             ),
+            **({"kernel_sharding": list(self.kernel_sharding)} if self.kernel_sharding else {}),
+            **({"bias_sharding": list(self.bias_sharding)} if self.bias_sharding else {}),
         }

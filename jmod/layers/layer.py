@@ -198,7 +198,14 @@ class Layer(Module):
 
     # -- weights -------------------------------------------------------------------
     def add_weight(
-        self, name=None, shape=(), initializer=None, trainable=True, dtype=None, regularizer=None
+        self,
+        name=None,
+        shape=(),
+        initializer=None,
+        trainable=True,
+        dtype=None,
+        regularizer=None,
+        sharding=None,
     ):
         """Creates a variable, attaches it as attribute `name` and returns it.
 
@@ -211,6 +218,8 @@ class Layer(Module):
             dtype: defaults to the layer's variable dtype.
             regularizer: a callable `(value) -> scalar` whose result is added to
                 `losses` on every call.
+            sharding: a partition spec over the active mesh's axes, e.g.
+                `(None, "model")` (see `jmod.distributed`); None replicates.
         """
         dtype = jnp.dtype(dtype or self.dtype)
         if initializer is None:
@@ -227,6 +236,7 @@ class Layer(Module):
             trainable=trainable and self._trainable,
             name=name,
             dtype=dtype,
+            sharding=sharding,
         )
         if not trainable:
             self.__dict__.setdefault("_jmod_frozen", set()).add(id(var))
