@@ -11,6 +11,9 @@ import itertools
 _counter = itertools.count(1)
 version = 0
 ctx = None
+# Grows on every variable value write (Variable._value's setter); a plan's
+# cached list of input values is current while this has not moved.
+write_epoch = 0
 
 
 def bump():

@@ -97,6 +97,8 @@ class _Plan:
         "module_versions",
         "key",
         "jitted",
+        "leaves",
+        "epoch",
     )
 
     def __init__(self, roots, root_names, captures):
@@ -137,6 +139,8 @@ class _Plan:
             ),
         )
         self.jitted = None
+        self.leaves = None
+        self.epoch = -1
 
 
 class Signature:
@@ -248,14 +252,24 @@ class Compiled:
                 # The hot path: read leaves, one jax.jit call, write back what
                 # the trace assigned. Everything else is in _run.
                 self._current = plan
+                # The input list is reused while no variable was written since.
+                if plan.epoch == _tracing.write_epoch:
+                    leaves = plan.leaves
+                else:
+                    leaves = plan.leaves = [v._v for v in plan.vars]
+                    plan.epoch = _tracing.write_epoch
                 try:
-                    out, assigned, created = plan.jitted([v._value for v in plan.vars], args, None)
+                    out, assigned, created = plan.jitted(leaves, args, None)
                 except _tracing.Capture:
                     return self._run(plan, args, None)
                 if assigned:
                     vars_ = plan.vars
                     for i, value in assigned.items():
-                        vars_[i]._value = value
+                        vars_[i]._v = value
+                        leaves[i] = value
+                    # Other plans holding these variables must re-read them.
+                    _tracing.write_epoch += 1
+                    plan.epoch = _tracing.write_epoch
                 if created or self._record is not None:
                     self._finish(created)
                 return out

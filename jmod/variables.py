@@ -65,7 +65,7 @@ class Variable:
             dimension) or a `jax.sharding.Sharding`; see `jmod.distributed`.
     """
 
-    __slots__ = ("_value", "_trainable", "name", "__weakref__")
+    __slots__ = ("_v", "_trainable", "name", "__weakref__")
     __array_priority__ = 100
 
     def __init__(self, value, trainable=True, name=None, dtype=None, sharding=None):
@@ -75,7 +75,7 @@ class Variable:
         if sharding is not None or _tracing.placement is not None:
             # jmod.distributed lays the value out over the active mesh.
             value = _tracing.place(value, sharding, name)
-        self._value = value
+        self._v = value
         self._trainable = bool(trainable)
         self.name = name
         ctx = _tracing.ctx
@@ -86,12 +86,24 @@ class Variable:
 
     # -- value -------------------------------------------------------------
     @property
+    def _value(self):
+        # The raw value, for jmod internals (no capture check).
+        return self._v
+
+    @_value.setter
+    def _value(self, new):
+        # Every write moves the write epoch, which tells jmod.jit's cached
+        # input lists that they may be stale.
+        self._v = new
+        _tracing.write_epoch += 1
+
+    @property
     def value(self):
         """The current value, a `jax.Array` (a tracer while tracing)."""
         ctx = _tracing.ctx
         if ctx is not None:
             ctx.touch(self)
-        return self._value
+        return self._v
 
     @value.setter
     def value(self, new):
@@ -106,7 +118,7 @@ class Variable:
         ctx = _tracing.ctx
         if ctx is not None:
             ctx.touch(self)
-        old = self._value
+        old = self._v
         if isinstance(value, Variable):
             value = value.value
         if isinstance(value, jax.Array) or hasattr(value, "aval"):
@@ -132,11 +144,11 @@ class Variable:
 
     def assign_add(self, delta):
         """Adds `delta` to the value in place (same shape and dtype rules as `assign`)."""
-        self.assign(self.value + jnp.asarray(delta, dtype=self._value.dtype))
+        self.assign(self.value + jnp.asarray(delta, dtype=self._v.dtype))
 
     def assign_sub(self, delta):
         """Subtracts `delta` from the value in place."""
-        self.assign(self.value - jnp.asarray(delta, dtype=self._value.dtype))
+        self.assign(self.value - jnp.asarray(delta, dtype=self._v.dtype))
 
     def numpy(self):
         """The value as a NumPy array (a copy)."""
@@ -158,23 +170,23 @@ class Variable:
 
     @property
     def shape(self):
-        return tuple(self._value.shape)
+        return tuple(self._v.shape)
 
     @property
     def dtype(self):
-        return self._value.dtype
+        return self._v.dtype
 
     @property
     def sharding(self):
-        return getattr(self._value, "sharding", None)
+        return getattr(self._v, "sharding", None)
 
     @property
     def ndim(self):
-        return self._value.ndim
+        return self._v.ndim
 
     @property
     def size(self):
-        return self._value.size
+        return self._v.size
 
     @property
     def T(self):
@@ -184,7 +196,7 @@ class Variable:
         return repr(self.name) if self.name else "(unnamed)"
 
     def __repr__(self):
-        val = self._value
+        val = self._v
         head = f"Variable {self._label()} shape={self.shape} dtype={jnp.dtype(val.dtype).name}"
         if not self._trainable:
             head += " trainable=False"
@@ -239,7 +251,7 @@ class Variable:
         return complex(self.value)
 
     def __len__(self):
-        return len(self._value)
+        return len(self._v)
 
     def __iter__(self):
         return iter(self.value)
@@ -284,14 +296,14 @@ Variable.__rdivmod__ = _binary(divmod, reflected=True)
 
 
 def _flatten(v):
-    return (v._value,), (v._trainable, v.name)
+    return (v._v,), (v._trainable, v.name)
 
 
 def _unflatten(aux, children):
     # Rebuilt by JAX transformations with tracers or placeholders as leaves:
     # no validation, and not registered with an active trace.
     v = object.__new__(Variable)
-    v._value = children[0]
+    v._v = children[0]
     v._trainable, v.name = aux
     ctx = _tracing.ctx
     if ctx is not None:

@@ -312,3 +312,28 @@ print(m(jnp.ones((1, 3))).shape, len(m.variables))
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "(1, 2) 4"
+
+
+def test_two_compiled_functions_sharing_variables_see_each_others_writes():
+    class Acc(jmod.Module):
+        def __init__(self):
+            super().__init__()
+            self.total = jmod.Variable(0.0)
+
+        @jmod.jit
+        def add(self, x):
+            self.total.assign_add(x)
+            return self.total
+
+        @jmod.jit
+        def read(self, x):
+            return self.total + x * 0
+
+    a = Acc()
+    z = jnp.zeros(())
+    assert float(a.read(z)) == 0.0
+    a.add(jnp.ones(()))
+    assert float(a.read(z)) == 1.0
+    a.total.assign(5.0)
+    assert float(a.read(z)) == 5.0
+    assert float(a.add(jnp.ones(()))) == 6.0
