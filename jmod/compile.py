@@ -19,6 +19,7 @@ from jax._src.array import ArrayImpl
 from jmod import _tracing
 from jmod.errors import TraceError
 from jmod.module import Module, rollback, snapshot
+from jmod.signature import Signature, _spec
 from jmod.variables import Variable, _strong
 
 logger = logging.getLogger("jmod")
@@ -46,10 +47,6 @@ def _is_number_list(x):
     return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
 
 
-def _spec(x):
-    return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
-
-
 def _layout(x):
     """The multi-device layout of a concrete array (jmod.distributed), else None."""
     sharding = getattr(x, "sharding", None)
@@ -68,12 +65,6 @@ def _keep_layouts(assigned, originals):
         if layout is not None:
             assigned[i] = jax.lax.with_sharding_constraint(value, layout)
     return assigned
-
-
-def _describe(x):
-    if isinstance(x, jax.ShapeDtypeStruct):
-        return f"{jnp.dtype(x.dtype).name}{list(x.shape)}"
-    return repr(x)
 
 
 def _root_walk(root):
@@ -141,57 +132,6 @@ class _Plan:
         self.jitted = None
         self.leaves = None
         self.epoch = -1
-
-
-class Signature:
-    """One traced input signature: argument specs, static values, state specs."""
-
-    def __init__(self, arguments, state, trainable, module_versions):
-        self.arguments = arguments
-        self.state = state
-        self.trainable = trainable
-        self.module_versions = module_versions
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={_describe(v)}" for k, v in self.arguments.items())
-        return f"Signature({args}; state: {len(self.state)} variables)"
-
-    def flat_arguments(self):
-        out = {}
-        for name, value in self.arguments.items():
-            flat, _ = jax.tree_util.tree_flatten_with_path(value)
-            if not flat:
-                out[name] = value
-            for path, leaf in flat:
-                out[name + jax.tree_util.keystr(path)] = leaf
-        return out
-
-    def explain_change(self, new):
-        """Why `new` is a different signature from this one, as readable lines."""
-        reasons = []
-        old_args, new_args = self.flat_arguments(), new.flat_arguments()
-        for name in dict.fromkeys([*old_args, *new_args]):
-            a, b = old_args.get(name, "<absent>"), new_args.get(name, "<absent>")
-            if _describe(a) != _describe(b):
-                reasons.append(f"argument {name}: {_describe(a)} -> {_describe(b)}")
-        for path in dict.fromkeys([*self.state, *new.state]):
-            a, b = self.state.get(path), new.state.get(path)
-            if a is None:
-                reasons.append(f"state: variable {path} added ({_describe(b)})")
-            elif b is None:
-                reasons.append(f"state: variable {path} removed")
-            elif _describe(a) != _describe(b):
-                reasons.append(f"state: variable {path}: {_describe(a)} -> {_describe(b)}")
-            elif self.trainable[path] != new.trainable[path]:
-                reasons.append(f"state: variable {path} trainable -> {new.trainable[path]}")
-        changed = [
-            p
-            for p, v in new.module_versions.items()
-            if p in self.module_versions and self.module_versions[p] != v
-        ]
-        if changed and not reasons:
-            reasons.append(f"module attributes changed: {', '.join(changed)}")
-        return reasons or ["an equal signature was traced before under another plan"]
 
 
 class TraceRecord:
