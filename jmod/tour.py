@@ -243,7 +243,9 @@ def keras_style(workdir):
     try:
         layer(jnp.ones((1, 4)))
     except jmod.LayerCallError as e:
-        show("a (1, 4) input", str(e).splitlines()[0][:80])
+        show("a (1, 4) input raises", type(e).__name__)
+        for line in str(e).splitlines():
+            print("    " + line)
     inputs = jmod.Input(shape=[3])
     x = FlexibleDense(3)(inputs)
     x = FlexibleDense(2)(x)
