@@ -17,6 +17,7 @@ import jmod
 import jmod.saved_model as sm
 from jmod.checkpoint import Checkpoint
 from jmod.saved_model import __main__ as cli
+from tests.guide import MyFlexibleSequentialModule as MySequentialModule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,30 +33,7 @@ def reference(x, w1=W1, b1=B1, w2=W2, b2=B2):
     return np.maximum(h @ w2 + b2, 0)
 
 
-# -- the guide's modules --------------------------------------------------------
-class FlexibleDenseModule(jmod.Module):
-    def __init__(self, out_features, name=None):
-        super().__init__(name=name)
-        self.is_built = False
-        self.out_features = out_features
-
-    def __call__(self, x):
-        if not self.is_built:
-            self.w = jmod.Variable(jmod.random.normal([x.shape[-1], self.out_features]), name="w")
-            self.b = jmod.Variable(jnp.zeros([self.out_features]), name="b")
-            self.is_built = True
-        return jax.nn.relu(jnp.matmul(x, self.w) + self.b)
-
-
-class MySequentialModule(jmod.Module):
-    def __init__(self, name=None):
-        super().__init__(name=name)
-        self.dense_1 = FlexibleDenseModule(out_features=3)
-        self.dense_2 = FlexibleDenseModule(out_features=2)
-
-    @jmod.jit
-    def __call__(self, x):
-        return self.dense_2(self.dense_1(x))
+# -- the guide's modules (tests/guide.py) --------------------------------------
 
 
 def guide_model(*shapes):
@@ -153,7 +131,7 @@ def test_loaded_model_is_not_an_instance_of_the_saved_class(saved):
     assert not isinstance(loaded, MySequentialModule)
     assert isinstance(loaded, jmod.Module)
     assert loaded.name == "the_model"
-    assert loaded.saved_class.endswith("MySequentialModule")
+    assert loaded.saved_class.endswith("MyFlexibleSequentialModule")
 
 
 def test_directory_layout(saved):
