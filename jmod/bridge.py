@@ -16,9 +16,13 @@ def functional_call(module, state, *args, **kwargs):
     `jax.jit`.
 
     Example:
-        >>> m = jmod.Module()
-        >>> m.k = jmod.Variable(2.0)
-        >>> m.__class__.__call__ = lambda self, x: self.k * x
+        >>> class Scale(jmod.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.k = jmod.Variable(2.0)
+        ...     def __call__(self, x):
+        ...         return self.k * x
+        >>> m = Scale()
         >>> out, _ = jmod.functional_call(m, {"k": 3.0}, 2.0)
         >>> float(out), float(m.k)
         (6.0, 2.0)
