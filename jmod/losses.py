@@ -18,13 +18,13 @@ Example:
     'sparse_categorical_crossentropy'
 """
 
-import inspect
 
 import jax
 import jax.numpy as jnp
 
 from jmod.module import _snake
 from jmod.training._errors import TrainingError
+from jmod.training._lookup import lookup
 
 # Probabilities are clipped to [EPSILON, 1 - EPSILON] before a log (Keras' epsilon).
 EPSILON = 1e-7
@@ -453,19 +453,6 @@ def get(identifier):
         >>> jmod.losses.get("mse")
         <MeanSquaredError 'mean_squared_error'>
     """
-    if identifier is None or isinstance(identifier, Loss):
-        return identifier
-    if isinstance(identifier, str):
-        cls = _CLASSES.get(identifier)
-        if cls is None:
-            known = sorted(k for k in _CLASSES if k.islower())
-            raise TrainingError(f"unknown loss {identifier!r}; known names: {', '.join(known)}")
-        return cls()
-    if inspect.isclass(identifier) and issubclass(identifier, Loss):
-        return identifier()
-    if callable(identifier):
-        return LossFunctionWrapper(identifier)
-    raise TrainingError(
-        f"a loss must be a name, a jmod.losses.Loss or a callable (y_true, y_pred), "
-        f"got {type(identifier).__name__}"
-    )
+    if identifier is None:
+        return None
+    return lookup(identifier, _CLASSES, Loss, LossFunctionWrapper, "loss")

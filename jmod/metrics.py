@@ -14,7 +14,6 @@ Example:
     0.0
 """
 
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +22,7 @@ import numpy as np
 from jmod import losses
 from jmod.module import Module
 from jmod.training._errors import TrainingError
+from jmod.training._lookup import lookup
 from jmod.variables import Variable
 
 
@@ -655,19 +655,4 @@ def get(identifier):
         >>> jmod.metrics.get("auc").name
         'auc'
     """
-    if isinstance(identifier, Metric):
-        return identifier
-    if isinstance(identifier, str):
-        cls = _CLASSES.get(identifier)
-        if cls is None:
-            known = sorted(k for k in _CLASSES if k.islower())
-            raise TrainingError(f"unknown metric {identifier!r}; known names: {', '.join(known)}")
-        return cls()
-    if inspect.isclass(identifier) and issubclass(identifier, Metric):
-        return identifier()
-    if callable(identifier):
-        return MeanMetricWrapper(identifier)
-    raise TrainingError(
-        f"a metric must be a name, a jmod.metrics.Metric or a callable (y_true, y_pred), "
-        f"got {type(identifier).__name__}"
-    )
+    return lookup(identifier, _CLASSES, Metric, MeanMetricWrapper, "metric")
