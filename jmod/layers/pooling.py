@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jmod.layers import _common as c
 from jmod.layers.layer import InputSpec, Layer
@@ -10,13 +11,17 @@ from jmod.layers.layer import InputSpec, Layer
 def _window_reduce(x, kind, window, strides, padding):
     """Max or mean of `x` over windows (`window`/`strides` give a size per axis)."""
     pad = padding.upper()
+    # The init values are NumPy scalars, not jnp arrays: under jit a jnp array is
+    # a tracer, and JAX then picks the generic reduce_window, which has no
+    # reverse-mode rule (pooling could not be trained under jit). With a
+    # constant it picks reduce_window_max/sum, which differentiate.
     if kind == "max":
         if jnp.issubdtype(x.dtype, jnp.floating):
-            init = jnp.array(-jnp.inf, x.dtype)
+            init = np.array(-np.inf, x.dtype)
         else:
-            init = jnp.array(jnp.iinfo(x.dtype).min, x.dtype)
+            init = np.array(np.iinfo(x.dtype).min, x.dtype)
         return jax.lax.reduce_window(x, init, jax.lax.max, window, strides, pad)
-    zero = jnp.array(0, x.dtype)
+    zero = np.array(0, x.dtype)
     total = jax.lax.reduce_window(x, zero, jax.lax.add, window, strides, pad)
     if pad == "VALID":
         size = 1
