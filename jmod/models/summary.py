@@ -91,7 +91,7 @@ def format_table(title, rows, totals, connections=False, line_length=None, posit
     lines += _print_row(header, positions)
     lines.append("=" * line_length)
     for label, shape, params, connected in rows:
-        fields = [label, shape, params]
+        fields = [label, shape, _count(params)]
         if connections:
             fields.append(list(connected or []))
         lines += _print_row(fields, positions)
@@ -102,12 +102,17 @@ def format_table(title, rows, totals, connections=False, line_length=None, posit
     return "\n".join(lines)
 
 
+def _count(params):
+    # Keras 3 groups thousands: "13,610".
+    return f"{params:,}" if isinstance(params, int) else str(params)
+
+
 def _total_lines(totals):
     trainable, trainable_bytes, frozen, frozen_bytes = totals
     return [
-        f"Total params: {trainable + frozen} ({readable_size(trainable_bytes + frozen_bytes)})",
-        f"Trainable params: {trainable} ({readable_size(trainable_bytes)})",
-        f"Non-trainable params: {frozen} ({readable_size(frozen_bytes)})",
+        f"Total params: {trainable + frozen:,} ({readable_size(trainable_bytes + frozen_bytes)})",
+        f"Trainable params: {trainable:,} ({readable_size(trainable_bytes)})",
+        f"Non-trainable params: {frozen:,} ({readable_size(frozen_bytes)})",
     ]
 
 
@@ -131,7 +136,7 @@ def format_html(title, rows, totals, connections=False):
         "<tbody>",
     ]
     for label, shape, params, connected in rows:
-        cells = [label, shape, str(params)]
+        cells = [label, shape, _count(params)]
         if connections:
             cells.append("<br>".join(esc(c) for c in connected or []))
             cells = [esc(c) for c in cells[:3]] + [cells[3]]
