@@ -141,7 +141,7 @@ def request_tensors(doc, inputs):
 
 
 def to_array(value, dtype, where="input"):
-    """A JSON value (number, bool or nested lists) as an array of `dtype`, checked as TF Serving does.
+    """A JSON value (number, bool, nested lists) as an array of `dtype`, checked as TF Serving does.
 
     Integers are accepted for float inputs; floats are not accepted for
     integer inputs, nor numbers for bool inputs; nested lists must be dense.

@@ -1,4 +1,4 @@
-"""`ModelServer`: TF Serving's REST API over the versions of a jmod saved model (starlette + uvicorn).
+"""`ModelServer`: TF Serving's REST API over the versions of a saved model (starlette + uvicorn).
 
     GET  /v1/models/NAME[/versions/N]            version status
     GET  /v1/models/NAME[/versions/N]/metadata   signature_def of the served version

@@ -57,15 +57,15 @@ class ModelVersions:
     `status()` from any thread.
 
     Example:
-        >>> import tempfile
+        >>> import os, tempfile
         >>> from jmod.serving.versions import ModelVersions
         >>> base = tempfile.mkdtemp()
         >>> versions = ModelVersions("m", base, load=lambda v, path: v)
         >>> os.makedirs(os.path.join(base, "3"))
         >>> versions.poll()
         3
-        >>> versions.status()
-        [{'version': '3', 'state': 'AVAILABLE', 'status': {'error_code': 'OK', 'error_message': ''}}]
+        >>> versions.status()[0]["state"], versions.servable().version
+        ('AVAILABLE', 3)
     """
 
     def __init__(self, name, base_path, load):
