@@ -2,6 +2,7 @@
 
     python -m jmod.saved_model show DIR
     python -m jmod.saved_model run DIR --input x=x.npy [--function NAME] [--outdir OUT]
+    python -m jmod.saved_model serve MODEL_BASE_PATH --port 8501 [--batching]  (jmod.serving)
 
 `show` prints the functions, their input and output specs, the platforms
 and the variables; `run` calls one function on `.npy` inputs (read without
@@ -133,7 +134,13 @@ def main(argv=None):
     runner.add_argument("--function", default="__call__", help="function name (default __call__)")
     runner.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an argument")
     runner.add_argument("--outdir", help="write each output as OUTDIR/<output>.npy")
+    from jmod.serving import cli as serving_cli
+
+    server = commands.add_parser("serve", help="serve version folders with TF Serving's REST API")
+    serving_cli.add_arguments(server)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serving_cli.run(args)
     try:
         if args.command == "show":
             print(describe(args.dir))
