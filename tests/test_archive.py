@@ -7,16 +7,18 @@ import sys
 import textwrap
 import zipfile
 
+import hypothesis.strategies as st
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import jmod
 import jmod.losses
 import jmod.models
 import jmod.saving
 from jmod import layers
-from jmod.models import Input, Model, Sequential, load_model
+from jmod.models import Input, Model, Sequential, archive, load_model
 from tests.guide_layers import MySequentialModel, functional_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +85,7 @@ def test_weights_inside_are_a_jmod_checkpoint(saved_guide_model, tmp_path):
     with zipfile.ZipFile(path) as zf:
         zf.extractall(tmp_path)
     keys = [k for k, _ in jmod.checkpoint.list_variables(str(tmp_path / "model.weights"))]
-    assert keys == ["model/" + p for p, _ in sorted(model.named_variables())] + ["save_counter"]
+    assert keys == ["model/" + p for p, _ in sorted(model.named_variables())]
     first = model.layers[1]
     np.testing.assert_array_equal(
         jmod.checkpoint.load_variable(
@@ -280,6 +282,113 @@ def test_damaged_entries_are_a_serialization_error(saved_guide_model, tmp_path, 
     bad = _rewrite(path, tmp_path / "damaged.jmod", change)
     with pytest.raises(jmod.SerializationError, match=message):
         load_model(bad)
+
+
+# -- zip bombs and fuzzing ----------------------------------------------------------------
+
+DATA = "model.weights.data-00000-of-00001"
+
+
+def _bomb(src, dst, extra):
+    """`src` with `extra` zero bytes appended to its weights data, deflated (a few KiB each MiB)."""
+    with zipfile.ZipFile(src) as zf, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in zf.infolist():
+            data = zf.read(info)
+            if info.filename == DATA:
+                with out.open(DATA, "w", force_zip64=True) as f:
+                    f.write(data)
+                    chunk = bytes(1 << 20)
+                    for start in range(0, extra, len(chunk)):
+                        f.write(chunk[: extra - start])
+            else:
+                out.writestr(info, data)
+    return dst
+
+
+def test_a_weights_entry_inflating_past_its_index_is_refused_before_extraction(
+    saved_guide_model, tmp_path, monkeypatch
+):
+    path, _, _ = saved_guide_model
+    bomb = _bomb(path, tmp_path / "bomb.jmod", 64 << 20)
+    assert os.path.getsize(bomb) < 1 << 20  # 64 MiB of zeros deflate to ~64 KiB
+    written = []
+    real = archive._copy_entry
+    monkeypatch.setattr(
+        archive, "_copy_entry", lambda *a: written.append(a[2].filename) or real(*a)
+    )
+    with pytest.raises(jmod.SerializationError) as info:
+        load_model(bomb)
+    message = str(info.value)
+    assert message.startswith(f"{bomb}: refusing entry {DATA!r}: it declares ")
+    with zipfile.ZipFile(path) as zf:
+        needed = zf.getinfo(DATA).file_size  # what the index accounts for: the original size
+    assert f"{needed + (64 << 20):,} bytes" in message and f"accounts for {needed:,}" in message
+    assert written == ["model.weights.index", DATA]  # refused on its declared size
+
+
+def test_an_entry_that_inflates_past_its_declared_size_is_refused(saved_guide_model, tmp_path):
+    # A lying zip directory: zipfile stops at the declared size, the CRC then fails.
+    path, _, _ = saved_guide_model
+    with zipfile.ZipFile(path) as zf:
+        entries = {i.filename: zf.read(i) for i in zf.infolist()}
+    bad = tmp_path / "lying.jmod"
+    with zipfile.ZipFile(bad, "w") as out:
+        for name, data in entries.items():
+            out.writestr(name, data + (bytes(4096) if name == DATA else b""))
+    raw = bytearray(bad.read_bytes())
+    # Shrink the declared size in the central directory entry of the data file.
+    at = raw.rindex(b"PK\x01\x02", 0, raw.rindex(DATA.encode()))
+    size = int.from_bytes(raw[at + 24 : at + 28], "little")
+    raw[at + 24 : at + 28] = (size - 4096).to_bytes(4, "little")
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(jmod.SerializationError, match=DATA):
+        load_model(bad)
+
+
+def test_extraction_stops_at_the_total_limit(saved_guide_model, monkeypatch):
+    path, _, _ = saved_guide_model
+    monkeypatch.setattr(archive, "MAX_EXTRACTED_BYTES", 100)
+    with pytest.raises(
+        jmod.SerializationError, match=r"refusing entry .model.weights.index.*limit of 100 bytes"
+    ):
+        load_model(path)
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory):
+    model = Sequential([Input(shape=[2]), layers.Dense(2)])
+    path = str(tmp_path_factory.mktemp("fuzz") / "small.jmod")
+    model.save(path)
+    with open(path, "rb") as f:
+        return f.read(), model
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_mutated_archives_raise_serialization_error_or_load_the_same_model(
+    small_archive, tmp_path, data
+):
+    raw, model = small_archive
+    mutated = bytearray(raw)
+    how = data.draw(st.sampled_from(["flip", "truncate", "splice"]))
+    if how == "flip":
+        for at in data.draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=8)):
+            mutated[at] ^= data.draw(st.integers(1, 255))
+    elif how == "truncate":
+        del mutated[data.draw(st.integers(0, len(raw) - 1)) :]
+    else:
+        at = data.draw(st.integers(0, len(raw) - 1))
+        mutated[at:at] = data.draw(st.binary(min_size=1, max_size=64))
+    bad = tmp_path / "fuzz.jmod"
+    bad.write_bytes(bytes(mutated))
+    try:
+        loaded = load_model(bad)
+    except jmod.SerializationError:
+        return
+    x = np.ones((1, 2), np.float32)  # what loads is the model that was saved
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
 
 
 # -- every built-in layer, saved and reloaded in a fresh process ---------------------

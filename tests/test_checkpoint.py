@@ -89,14 +89,13 @@ def test_list_variables_gives_sorted_keys_of_attribute_paths_and_shapes(trained)
         ("model/dense_1/w", (3, 3)),
         ("model/dense_2/b", (2,)),
         ("model/dense_2/w", (3, 2)),
-        ("save_counter", ()),
     ]
 
 
 def test_list_variables_reads_the_index_alone(trained):
     _, path, _ = trained
     os.unlink(_format.data_path(path, 0, 1))
-    assert len(jmod.checkpoint.list_variables(path)) == 5
+    assert len(jmod.checkpoint.list_variables(path)) == 4
 
 
 def test_load_variable_returns_the_saved_value(trained):
@@ -118,7 +117,7 @@ def test_a_variable_reachable_twice_is_saved_once_under_its_first_path(tmp_path)
     m = jmod.Module()
     m.s2 = m.s1 = jmod.Variable(1.0)
     path = Checkpoint(model=m).write(str(tmp_path / "c"))
-    assert [k for k, _ in jmod.checkpoint.list_variables(path)] == ["model/s1", "save_counter"]
+    assert [k for k, _ in jmod.checkpoint.list_variables(path)] == ["model/s1"]
 
 
 def test_plain_variables_dicts_and_lists_are_keyed_by_name_then_position(tmp_path):
@@ -133,7 +132,6 @@ def test_plain_variables_dicts_and_lists_are_keyed_by_name_then_position(tmp_pat
         "parts/head/0/w",
         "parts/head/1/b",
         "parts/head/1/w",
-        "save_counter",
         "step",
     ]
     new_step = jmod.Variable(0)
@@ -161,6 +159,34 @@ def test_save_numbers_checkpoints_from_one(tmp_path):
     prefix = str(tmp_path / "ckpt")
     assert [ckpt.save(prefix) for _ in range(3)] == [f"{prefix}-1", f"{prefix}-2", f"{prefix}-3"]
     assert int(jmod.checkpoint.load_variable(f"{prefix}-2", "save_counter")) == 2
+
+
+def test_write_alone_creates_no_save_counter_as_in_tensorflow(tmp_path):
+    # The guide: list_variables after write() holds the model's variables and nothing else.
+    ckpt = Checkpoint(v=jmod.Variable(1.0))
+    path = ckpt.write(str(tmp_path / "c"))
+    assert jmod.checkpoint.list_variables(path) == [("v", ())]
+    assert [k for k, _ in ckpt.named_variables()] == ["v"]
+    # save() creates it (value 1 after one save); later writes list it too.
+    ckpt.save(str(tmp_path / "s"))
+    again = ckpt.write(str(tmp_path / "c2"))
+    assert jmod.checkpoint.list_variables(again) == [("save_counter", ()), ("v", ())]
+    assert int(jmod.checkpoint.load_variable(again, "save_counter")) == 1
+
+
+def test_restore_creates_the_counter_and_read_keeps_its_value_for_later(tmp_path):
+    prefix = str(tmp_path / "ckpt")
+    first = Checkpoint(v=jmod.Variable(1.0))
+    for _ in range(3):
+        path = first.save(prefix)
+    restored = Checkpoint(v=jmod.Variable(0.0))
+    restored.restore(path).assert_consumed()
+    assert "save_counter" in dict(restored.named_variables())  # TF's restore creates it
+    assert int(restored.save_counter) == 3
+    read = Checkpoint(v=jmod.Variable(0.0))
+    read.read(path).assert_consumed()
+    assert "save_counter" not in dict(read.named_variables())  # TF's read does not
+    assert read.save(prefix) == f"{prefix}-4"  # but numbering continues from the saved 3
 
 
 def test_save_counter_is_restored_so_numbering_continues(tmp_path):
@@ -425,7 +451,7 @@ def test_a_corrupt_value_stops_the_restore_and_is_never_assigned(trained):
     assert re.search(
         r"my_checkpoint\.data-00000-of-00001.*model/dense_2/b: checksum", str(err.value)
     )
-    assert "2 of 5 values were already assigned" in str(err.value)  # dense_1's, in file order
+    assert "2 of 4 values were already assigned" in str(err.value)  # dense_1's, in file order
     np.testing.assert_array_equal(np.asarray(new.dense_2.b), before["dense_2/b"])
     np.testing.assert_array_equal(np.asarray(new.dense_2.w), before["dense_2/w"])
     np.testing.assert_array_equal(np.asarray(new.dense_1.w), np.asarray(model.dense_1.w))

@@ -11,7 +11,7 @@ Example:
     >>> model.w = jmod.Variable([[1.0, 2.0]])
     >>> path = jmod.Checkpoint(model=model).write(os.path.join(tempfile.mkdtemp(), "ckpt"))
     >>> jmod.checkpoint.list_variables(path)
-    [('model/w', (1, 2)), ('save_counter', ())]
+    [('model/w', (1, 2))]
     >>> jmod.checkpoint.load_variable(path, "model/w").tolist()
     [[1.0, 2.0]]
 """

@@ -279,7 +279,36 @@ def _decode_body_v1(raw, filename: str, version: int = 1) -> Index:
             entries[key] = _decode_sharded(key, value, filename, num_shards, chunk_bytes)
         else:
             entries[key] = _decode_entry(key, value, filename, num_shards, chunk_bytes)
+    _check_disjoint(entries, filename)
     return Index(version, uid, num_shards, chunk_bytes, entries)
+
+
+def _check_disjoint(entries: Mapping[str, Entry], filename: str) -> None:
+    """Refuses byte ranges that overlap in a data file: each stored byte backs one value.
+
+    With overlaps allowed, a small file could describe values many times its
+    size (4096 blocks pointing at the same MiB make a 4 GiB value). Disjoint
+    ranges, each checked to lie inside its data file before anything is
+    read, bound every allocation by the size of the files on disk.
+    """
+    spans = sorted(
+        (
+            p.file,
+            p.offset,
+            p.offset + p.length,
+            p.key if not p.start else f"{p.key} {list(p.start)}",
+        )
+        for e in entries.values()
+        for p in (e.pieces or (e,))
+        if p.length
+    )
+    for (file, _, end, first), (file2, begin, _, second) in zip(spans, spans[1:]):
+        if file == file2 and begin < end:
+            raise _corrupt(
+                filename,
+                f"{second}: its bytes from {begin} overlap those of {first} (up to {end}) "
+                f"in data file {file}; each stored byte must belong to one value",
+            )
 
 
 def _decode_sharded(key, raw, filename: str, num_shards: int, chunk_bytes: int) -> Entry:

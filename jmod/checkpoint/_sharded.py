@@ -346,6 +346,10 @@ class BoxReader:
             raise CheckpointError(f"{key}: box {box} is outside the value's shape {e.shape}")
         dtype = f.DTYPES[e.dtype]
         pieces = e.pieces or (e,)
+        for p in pieces:
+            # Opening checks that every block lies inside its file: nothing is
+            # allocated for a value its files cannot hold.
+            self._file(p.file)
         if len(pieces) == 1 and box == whole:
             return self._rows(pieces[0], 0, e.shape[0] if e.shape else 1)
         out = f.aligned_empty(math.prod(box[1]) * dtype.itemsize).view(dtype).reshape(box[1])

@@ -1,7 +1,8 @@
 """`Checkpoint`: saves and restores the variables of modules by path.
 
 Keys are the keyword a object was given under, then the variable's path in
-it: `Checkpoint(model=m)` writes `model/dense_1/w`, and `save_counter`. A
+it: `Checkpoint(model=m)` writes `model/dense_1/w` (and `save_counter`, once
+`save()` or `restore()` created it, as in TensorFlow). A
 restore matches keys to the variables of the objects it is given, which may be
 other Python objects of the same structure, and fills variables that do not
 exist yet (deferred build) when they are created.
@@ -18,6 +19,7 @@ import weakref
 import jax
 import numpy as np
 
+from jmod import _scope
 from jmod import module as _module
 from jmod.checkpoint import _format, _sharded
 from jmod.errors import CheckpointError
@@ -36,11 +38,11 @@ class Checkpoint:
         >>> ckpt = jmod.Checkpoint(model=model)
         >>> path = ckpt.write(os.path.join(tempfile.mkdtemp(), "my_checkpoint"))
         >>> jmod.checkpoint.list_variables(path)
-        [('model/w', (2,)), ('save_counter', ())]
+        [('model/w', (2,))]
         >>> other = jmod.Module()
         >>> other.w = jmod.Variable([0.0, 0.0])
         >>> jmod.Checkpoint(model=other).restore(path).assert_consumed()
-        <CheckpointLoadStatus ...: 2 restored>
+        <CheckpointLoadStatus ...: 1 restored>
         >>> other.w.numpy().tolist()
         [1.0, 2.0]
 
@@ -58,7 +60,10 @@ class Checkpoint:
         for name, obj in objects.items():
             _check_savable(name, obj)
         self._objects = dict(sorted(objects.items()))
-        self.save_counter = Variable(0, trainable=False, name=_SAVE_COUNTER)
+        # Created on first use (`save`, `restore`, reading the attribute), as
+        # TensorFlow does: a checkpoint only ever `write`n has no counter.
+        self._save_counter: Variable | None = None
+        self._saved_counter = 0  # a value `read` found before the counter existed
         self._in_flight: WriteHandle | None = None
         self._status: CheckpointLoadStatus | None = None
 
@@ -67,6 +72,18 @@ class Checkpoint:
         if name in objects:
             return objects[name]
         raise AttributeError(f"{type(self).__name__} has no attribute or object {name!r}")
+
+    @property
+    def save_counter(self) -> Variable:
+        """The number of `save()` calls (restored with the checkpoint); created when first used.
+
+        Example:
+            >>> int(jmod.Checkpoint(v=jmod.Variable(1.0)).save_counter)
+            0
+        """
+        if self._save_counter is None:
+            self._save_counter = Variable(self._saved_counter, trainable=False, name=_SAVE_COUNTER)
+        return self._save_counter
 
     # -- saving ---------------------------------------------------------------
     def named_variables(self) -> list[tuple[str, Variable]]:
@@ -77,7 +94,8 @@ class Checkpoint:
                 if id(var) not in seen:
                     seen.add(id(var))
                     named.append((path, var))
-        named.append((_SAVE_COUNTER, self.save_counter))
+        if self._save_counter is not None:
+            named.append((_SAVE_COUNTER, self._save_counter))
         return named
 
     def write(self, path, blocking: bool = True):
@@ -95,25 +113,32 @@ class Checkpoint:
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        values = {k: v.value for k, v in self.named_variables()}
-        if _sharded.needs_sharded_write(values):
-            # Several processes or sharded values: each process writes the
-            # blocks it holds. Across processes the write is collective, so
-            # it runs here even when not blocking (a thread could interleave
-            # its collectives with the training step's).
-            if blocking or jax.process_count() > 1:
-                _sharded.write(path, values)
-                return path if blocking else WriteHandle(path, lambda: None)
-            held = _sharded.snapshot(values)
-            self._in_flight = WriteHandle(path, lambda: _sharded.write(path, held))
+        # Every value from the same moment (another thread may be training),
+        # pinned so a donating train step copies instead of deleting them.
+        named = self.named_variables()
+        arrays, ticket = _scope.snapshot([v for _, v in named])
+        values = dict(zip([k for k, _ in named], arrays))
+        try:
+            if _sharded.needs_sharded_write(values):
+                # Several processes or sharded values: each process writes the
+                # blocks it holds. Across processes the write is collective, so
+                # it runs here even when not blocking (a thread could interleave
+                # its collectives with the training step's).
+                if blocking or jax.process_count() > 1:
+                    _sharded.write(path, values)
+                    return path if blocking else WriteHandle(path, lambda: None)
+                held = _sharded.snapshot(values)
+                self._in_flight = WriteHandle(path, lambda: _sharded.write(path, held))
+                return self._in_flight
+            if blocking:
+                # Zero-copy on CPU: the arrays' own memory streams to the file.
+                _format.write_checkpoint(path, values)
+                return path
+            host = _snapshot(values)
+            self._in_flight = WriteHandle(path, lambda: _format.write_checkpoint(path, host))
             return self._in_flight
-        if blocking:
-            # Zero-copy on CPU: the arrays' own memory streams to the file.
-            _format.write_checkpoint(path, values)
-            return path
-        arrays = _snapshot(values)
-        self._in_flight = WriteHandle(path, lambda: _format.write_checkpoint(path, arrays))
-        return self._in_flight
+        finally:
+            _scope.unpin(ticket)
 
     def save(self, prefix, blocking: bool = True):
         """Increments `save_counter` and writes the checkpoint `prefix-N` (N counts from 1).
@@ -139,8 +164,11 @@ class Checkpoint:
 
     # -- restoring ------------------------------------------------------------
     def read(self, path, partial: bool = False) -> CheckpointLoadStatus:
-        """Restores the checkpoint at `path` (written by `write` or `save`); see `restore`."""
-        return self.restore(path, partial=partial)
+        """Restores the checkpoint at `path` (written by `write` or `save`); see `restore`.
+
+        Unlike `restore`, it does not create `save_counter` (as in TensorFlow).
+        """
+        return self._restore_from(path, partial, create_counter=False)
 
     def restore(self, path, partial: bool = False) -> CheckpointLoadStatus:
         """Assigns the values of checkpoint `path` to the variables with the same keys.
@@ -161,6 +189,11 @@ class Checkpoint:
         `path=None` restores nothing (the status's assertions then fail), so
         `ckpt.restore(manager.latest_checkpoint)` works on a first run.
         """
+        return self._restore_from(path, partial, create_counter=True)
+
+    def _restore_from(self, path, partial, create_counter) -> CheckpointLoadStatus:
+        if create_counter:
+            self.save_counter  # noqa: B018 - created now, as TensorFlow's restore does
         self.wait()
         if self._status is not None:
             self._status._restore.cancel()  # its deferred assignments must not fire any more
@@ -172,7 +205,7 @@ class Checkpoint:
         filename = _format.index_path(path)
         existing = dict(self.named_variables())
         saved_counter = index.entries.get(_SAVE_COUNTER)
-        existing.pop(_SAVE_COUNTER)
+        existing.pop(_SAVE_COUNTER, None)
         missing = sorted(set(existing) - set(index.entries))
         if missing and not partial:
             shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
@@ -213,7 +246,9 @@ class Checkpoint:
                     existing[key].assign(_to_device(value, existing[key]))
                     restore.restored.add(key)
                 elif key == _SAVE_COUNTER:
-                    self.save_counter.assign(value.astype(self.save_counter.dtype))
+                    self._saved_counter = int(value)
+                    if self._save_counter is not None:
+                        self._save_counter.assign(value.astype(self._save_counter.dtype))
                 else:
                     restore.pending[key] = value
             with _sharded.BoxReader(path, index) as reader:
@@ -257,7 +292,7 @@ class CheckpointLoadStatus:
         >>> status.unmatched_keys
         ['b']
         >>> status.expect_partial().assert_existing_objects_matched()
-        <CheckpointLoadStatus ...: 2 restored>
+        <CheckpointLoadStatus ...: 1 restored>
     """
 
     def __init__(self, checkpoint, path, keys, values):

@@ -27,8 +27,8 @@ import jax
 
 from jmod import saving
 from jmod._version import __version__
-from jmod.checkpoint import Checkpoint
-from jmod.errors import JmodError, SerializationError
+from jmod.checkpoint import Checkpoint, _format
+from jmod.errors import CheckpointError, JmodError, SerializationError
 
 FORMAT = "jmod.model"
 FORMAT_VERSION = 1
@@ -38,6 +38,9 @@ _WEIGHTS = "model.weights"
 _OPTIMIZER = "optimizer"
 # JSON entries are read whole; anything larger is not a config jmod wrote.
 _MAX_JSON_BYTES = 256 * 1024 * 1024
+# Everything extracted from one archive together (checkpoint files) is at
+# most this, and never more than the temporary directory's free space.
+MAX_EXTRACTED_BYTES = 1 << 40
 
 
 def save_model(model, filepath, overwrite=True, include_optimizer=True):
@@ -127,17 +130,88 @@ def _read_json(filepath, zf, name):
         raise SerializationError(f"{filepath}: {name} is not valid JSON: {e}") from None
 
 
-def _extract_checkpoint(zf, prefix, directory):
-    """Copies the entries of checkpoint `prefix` out of the zip; returns its path, or None."""
-    found = False
-    for name in zf.namelist():
-        if name == f"{prefix}.index" or name.startswith(f"{prefix}.data-"):
-            if "/" in name or "\\" in name:
-                continue
-            with zf.open(name) as src, open(os.path.join(directory, name), "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            found = found or name.endswith(".index")
-    return os.path.join(directory, prefix) if found else None
+class _Budget:
+    """What extraction may still write: `MAX_EXTRACTED_BYTES`, at most the free disk space."""
+
+    def __init__(self, directory):
+        self.left = min(MAX_EXTRACTED_BYTES, shutil.disk_usage(directory).free)
+
+
+def _needed_bytes(index, prefix):
+    """{data file name: the bytes its checkpoint index accounts for}."""
+    needed = {}
+    for entry in index.entries.values():
+        for piece in entry.pieces or (entry,):
+            name = os.path.basename(_format.data_path(prefix, piece.file, index.num_shards))
+            end = max(piece.offset + piece.length, _format.DATA_HEADER_BYTES)
+            needed[name] = max(needed.get(name, _format.DATA_HEADER_BYTES), end)
+    for shard in range(index.num_shards):
+        name = os.path.basename(_format.data_path(prefix, shard, index.num_shards))
+        needed.setdefault(name, _format.DATA_HEADER_BYTES)
+    return needed
+
+
+def _copy_entry(filepath, zf, info, directory, limit, budget, why):
+    """Streams one entry out of the zip, refusing it past `limit` bytes or the budget.
+
+    `limit` is what the entry may hold (what the archive's own checkpoint
+    index accounts for); its declared size is checked before anything is
+    written, and the bytes that actually come are counted while they stream,
+    so a zip bomb fails after at most `limit` bytes.
+    """
+    name = info.filename
+    if info.file_size > limit:
+        raise SerializationError(
+            f"{filepath}: refusing entry {name!r}: it declares {info.file_size:,} bytes "
+            f"({info.compress_size:,} compressed), but {why} {limit:,}"
+        )
+    if info.file_size > budget.left:
+        raise SerializationError(
+            f"{filepath}: refusing entry {name!r}: extracting its {info.file_size:,} bytes "
+            f"would pass the limit of {budget.left:,} bytes left (MAX_EXTRACTED_BYTES or the "
+            "free disk space)"
+        )
+    written = 0
+    with zf.open(info) as src, open(os.path.join(directory, name), "wb") as dst:
+        while chunk := src.read(1 << 20):
+            written += len(chunk)
+            if written > info.file_size:
+                raise SerializationError(
+                    f"{filepath}: refusing entry {name!r}: it inflates past the "
+                    f"{info.file_size:,} bytes the archive declares for it"
+                )
+            dst.write(chunk)
+    budget.left -= written
+
+
+def _extract_checkpoint(filepath, zf, prefix, directory, budget):
+    """Copies checkpoint `prefix` out of the zip, bounded; returns its path, or None.
+
+    The index comes first (at most `MAX_INDEX_BYTES`); each data file it
+    names is then bounded by the bytes the index accounts for in it, so a
+    small archive cannot inflate into a large extraction. Data files the
+    index does not name are not extracted.
+    """
+    infos = {
+        info.filename: info
+        for info in zf.infolist()
+        if "/" not in info.filename and "\\" not in info.filename
+    }
+    index_name = f"{prefix}.index"
+    if index_name not in infos:
+        return None
+    limit, why = _format.MAX_INDEX_BYTES, "a checkpoint index is at most"
+    _copy_entry(filepath, zf, infos[index_name], directory, limit, budget, why)
+    path = os.path.join(directory, prefix)
+    try:
+        index = _format.read_index(path)
+    except CheckpointError as e:
+        raise SerializationError(f"{filepath}: entry {index_name!r}: {e}") from None
+    for name, limit in _needed_bytes(index, prefix).items():
+        if name in infos:
+            why = f"its checkpoint index {index_name!r} accounts for"
+            _copy_entry(filepath, zf, infos[name], directory, limit, budget, why)
+    return path
 
 
 def load_model(filepath, custom_objects=None, compile=True):
@@ -167,8 +241,12 @@ def load_model(filepath, custom_objects=None, compile=True):
     filepath = os.fspath(filepath)
     try:
         zf = zipfile.ZipFile(filepath)
-    except zipfile.BadZipFile as e:
-        raise SerializationError(f"{filepath}: not a jmod model archive ({e})") from None
+    except Exception as e:  # BadZipFile, and what a damaged zip directory raises deeper down
+        if isinstance(e, OSError) and not os.path.isfile(filepath):
+            raise  # missing, or a directory: the builtin error says so
+        raise SerializationError(
+            f"{filepath}: not a jmod model archive ({type(e).__name__}: {e})"
+        ) from None
     with zf:
         try:
             return _load(filepath, zf, custom_objects, compile)
@@ -207,7 +285,8 @@ def _load(filepath, zf, custom_objects, compile):
     if build_config and not model.built:
         model.build_from_config(build_config)
     with tempfile.TemporaryDirectory() as tmp:
-        weights = _extract_checkpoint(zf, _WEIGHTS, tmp)
+        budget = _Budget(tmp)
+        weights = _extract_checkpoint(filepath, zf, _WEIGHTS, tmp, budget)
         if weights is None:
             raise SerializationError(f"{filepath}: the archive has no {_WEIGHTS} checkpoint")
         status = Checkpoint(model=model).restore(weights)
@@ -227,7 +306,7 @@ def _load(filepath, zf, custom_objects, compile):
                 )
                 return model
             optimizer = getattr(model, "optimizer", None)
-            saved = _extract_checkpoint(zf, _OPTIMIZER, tmp)
+            saved = _extract_checkpoint(filepath, zf, _OPTIMIZER, tmp, budget)
             if optimizer is not None and saved is not None:
                 Checkpoint(optimizer=optimizer).restore(saved, partial=True).expect_partial()
     return model
