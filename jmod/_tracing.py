@@ -1,19 +1,19 @@
-"""Process-wide bookkeeping shared by variables, modules and `jmod.jit`.
+"""The structure version, and where new variables are placed.
 
 `version` grows whenever any module's structure or a variable's trainability
 changes; `jmod.jit` compares it against the version its cached plan was built
 at, so the hot path checks one integer instead of walking the object graph.
-`ctx` is the active trace (None outside `jmod.jit` tracing).
+It is the one truly global fact: the structure is shared by all threads.
+
+What a computation sees for each variable is the binding scope's business
+(`jmod._scope`); the active mesh placement is per thread and task, like it.
 """
 
+import contextvars
 import itertools
 
 _counter = itertools.count(1)
 version = 0
-ctx = None
-# Grows on every variable value write (Variable._value's setter); a plan's
-# cached list of input values is current while this has not moved.
-write_epoch = 0
 
 
 def bump():
@@ -23,80 +23,13 @@ def bump():
     return version
 
 
-class Capture(Exception):
-    """Raised inside a trace when a variable outside the plan is touched.
-
-    `jmod.jit` catches it, adds the variable to the function's inputs and
-    traces again; the user never sees it.
-    """
-
-    def __init__(self, variable):
-        super().__init__(variable)
-        self.variable = variable
-
-
-class TraceContext:
-    """What the current `jmod.jit` trace knows about variables."""
-
-    __slots__ = ("known", "created", "scope_names", "prev")
-
-    def __init__(self, known, scope_names):
-        self.known = known
-        self.created = []
-        self.scope_names = scope_names
-        self.prev = None
-
-    def touch(self, variable):
-        if id(variable) not in self.known:
-            raise Capture(variable)
-
-    def add_created(self, variable):
-        self.known.add(id(variable))
-        self.created.append(variable)
-
-
-class Recorder(TraceContext):
-    """A context that records (instead of refusing) variables touched outside a plan.
-
-    `functional_call` runs under one so that variables it does not own (the
-    global random generator) can be put back if a JAX transformation left
-    tracers in them.
-    """
-
-    __slots__ = ("touched",)
-
-    def __init__(self, known):
-        super().__init__(known, {})
-        self.touched = {}
-
-    def touch(self, variable):
-        if id(variable) not in self.known:
-            self.known.add(id(variable))
-            self.touched[id(variable)] = (variable, variable._value)
-
-
-def enter(new):
-    global ctx
-    new.prev = ctx
-    ctx = new
-
-
-def leave(old):
-    global ctx
-    ctx = old.prev
-
-
-# Callbacks told about variables created anywhere (jmod.value_and_grad uses
-# this to notice a deferred build inside the differentiated function).
-creation_listeners = []
-
-
 # Set by jmod.distributed while a mesh is active: (value, spec, name) -> value.
-placement = None
+placement = contextvars.ContextVar("jmod_placement", default=None)
 
 
 def place(value, spec, name):
-    if placement is None:
+    placer = placement.get()
+    if placer is None:
         import jax
 
         if isinstance(spec, jax.sharding.Sharding):
@@ -107,4 +40,4 @@ def place(value, spec, name):
             f"variable {name!r}: sharding={spec!r} needs an active mesh "
             "(with jmod.distributed.mesh(...))"
         )
-    return placement(value, spec, name)
+    return placer(value, spec, name)

@@ -2,7 +2,7 @@
 
 import jax
 
-from jmod import _tracing
+from jmod import _scope
 from jmod.errors import ModuleError
 from jmod.module import rollback, snapshot
 
@@ -42,43 +42,35 @@ def functional_call(module, state, *args, **kwargs):
             f"functional_call on {module.name!r}: state does not match the module's "
             f"variables; missing {missing or 'none'}, unexpected {unknown or 'none'}"
         )
-    originals = [(v, v._value) for _, v in named]
+    bound = []
+    for path, var in named:
+        try:
+            bound.append((var, var._checked(state[path])))
+        except ValueError as e:
+            raise ModuleError(f"functional_call on {module.name!r}, variable {path}: {e}") from e
     snap = snapshot([module, *module.submodules])
-    created = []
-    _tracing.creation_listeners.append(created.append)
-    outer = _tracing.ctx
-    recorder = _tracing.Recorder({id(v) for _, v in named})
-    _tracing.enter(recorder)
     ok = False
     try:
-        for path, var in named:
-            var.assign(state[path])
-        fn = getattr(module, method) if method else module
-        out = fn(*args, **kwargs)
-        new_state = dict(module.state())
-        ok = not any(isinstance(v._value, jax.core.Tracer) for v in created)
+        with _scope.Scope(bound) as scope:
+            fn = getattr(module, method) if method else module
+            out = fn(*args, **kwargs)
+            new_state = {p: v.value for p, v in module.named_variables()}
+        ok = not any(isinstance(scope.values[id(v)], jax.core.Tracer) for v in scope.created)
     finally:
-        _tracing.leave(recorder)
-        _tracing.creation_listeners.remove(created.append)
-        unknown_to_outer = None
-        for var, old in recorder.touched.values():
-            # Variables the module does not own (the global generator) keep
-            # their new values, unless a JAX transformation left tracers there
-            # or an enclosing jmod.jit must first take them as inputs.
-            if outer is not None and id(var) not in outer.known:
-                var._value = old
-                unknown_to_outer = var
-            elif outer is None and isinstance(var._value, jax.core.Tracer):
-                var._value = old
-        for var, value in originals:
-            var._value = value
         if not ok:
             rollback(snap)
-    if unknown_to_outer is not None:
-        outer.touch(unknown_to_outer)  # the enclosing jmod.jit retraces with it
-    if created and not ok:
+    if scope.created and not ok:
         raise ModuleError(
             f"functional_call on {module.name!r}: the module created variables under a JAX "
             "transformation; build it first (call it once, eagerly or with jmod.jit)"
         )
+    # Variables the module does not own (the global generator) keep their new
+    # values: in the enclosing computation, or for real outside any, unless a
+    # JAX transformation around this call left its tracers there.
+    owned = {id(v) for _, v in named}
+    outer = _scope.current()
+    for var, value in scope.assignments():
+        if id(var) in owned or (outer is None and isinstance(value, jax.core.Tracer)):
+            continue
+        _scope.write(var, value)
     return out, new_state

@@ -5,21 +5,28 @@ calls one cached `jax.jit` function (whose C++ dispatch does the signature
 lookup) and writes back only the variables the trace assigned. The plan
 (which variables, in what order) is rebuilt only when some module's
 structure changed, which `jmod._tracing.version` tells in one comparison.
+
+A trace runs the function inside a strict binding scope (`jmod._scope`) that
+maps each planned variable to its tracer; the assignments and creations it
+records come back as outputs and are committed after the call. A `Compiled`
+keeps only caches (plans, jitted functions, signatures); what one call needs
+while it traces travels in a context variable, so threads may share it.
 """
 
+import contextvars
 import functools
 import inspect
 import logging
+import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax._src.array import ArrayImpl
 
-from jmod import _tracing
+from jmod import _scope, _tracing
 from jmod.errors import TraceError
 from jmod.module import Module, rollback, snapshot
-from jmod.signature import Signature, _spec
+from jmod.signature import Signature, _spec, is_number_list, is_special
 from jmod.variables import Variable, _strong
 
 logger = logging.getLogger("jmod")
@@ -27,24 +34,37 @@ logger = logging.getLogger("jmod")
 # Callables told about every finished trace (jmod.summary's graph recorder).
 TRACE_HOOKS = []
 
-# The concrete array type, named without making an array: creating one at
-# import would start the XLA backend, after which jax.distributed.initialize
-# (jmod.distributed.initialize) refuses to run.
-_JAX_ARRAY = ArrayImpl
-_ARRAY_TYPES = frozenset({_JAX_ARRAY, np.ndarray})
+# The concrete array type, learned from the first array a call receives:
+# making one at import would start the XLA backend, after which
+# jax.distributed.initialize (jmod.distributed.initialize) refuses to run.
+_JAX_ARRAY = None
 _MAX_CAPTURES = 64
 _RETRACE_WARNING = 5
 _DYN = "dyn"
 
+# First calls (which may build modules) run one at a time, so concurrent
+# first calls from threads build a model exactly once.
+_BUILD = threading.RLock()
 
-def _is_special(x):
-    return isinstance(x, (Module, Variable)) or (isinstance(x, list) and _is_number_list(x))
+# The call being traced, for the traced function: (Compiled, plan, ...).
+_calling = contextvars.ContextVar("jmod_jit_call", default=None)
 
 
-def _is_number_list(x):
-    if isinstance(x, (list, tuple)):
-        return len(x) > 0 and all(_is_number_list(i) for i in x)
-    return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
+class _Retry(Exception):
+    """A trace started on the hot path, which carries no call record: take the slow path."""
+
+
+class _Call:
+    """What one call's trace needs and leaves behind: never stored on the `Compiled`."""
+
+    __slots__ = ("compiled", "plan", "lowering", "created", "record")
+
+    def __init__(self, compiled, plan, lowering=False):
+        self.compiled = compiled
+        self.plan = plan
+        self.lowering = lowering
+        self.created = ()
+        self.record = None
 
 
 def _layout(x):
@@ -90,6 +110,8 @@ class _Plan:
         "jitted",
         "leaves",
         "epoch",
+        "called",
+        "own_root",
     )
 
     def __init__(self, roots, root_names, captures):
@@ -132,6 +154,24 @@ class _Plan:
         self.jitted = None
         self.leaves = None
         self.epoch = -1
+        self.called = False  # a call through this plan completed
+        self.own_root = bool(root_names) and root_names[0] == ""
+
+
+def _graph_names(plan):
+    # The bound module's own variables get its name in front (`the_model/dense_1/w`),
+    # as the paths of modules passed as arguments already have.
+    state = list(plan.paths)
+    roots = plan.roots
+    if roots and isinstance(roots[0], Module) and plan.own_root:
+        scope = plan.scope_names.get(id(roots[0]))
+        if scope:
+            own = {id(v) for _, v in _root_walk(roots[0])[0]}
+            state = [
+                f"{scope}/{path}" if id(var) in own else path
+                for path, var in zip(state, plan.vars, strict=True)
+            ]
+    return state
 
 
 class TraceRecord:
@@ -150,7 +190,11 @@ class TraceRecord:
 
 
 class Compiled:
-    """A function (or a method bound to one instance) compiled by `jmod.jit`."""
+    """A function (or a method bound to one instance) compiled by `jmod.jit`.
+
+    It holds caches only (plans, jitted functions, signatures); one
+    `Compiled` may be called from many threads, with different modules.
+    """
 
     def __init__(self, fn, instance, static_argnames, donate_state):
         functools.update_wrapper(self, fn)
@@ -166,10 +210,8 @@ class Compiled:
         self._fast = not self._static_argnames
         self._plans = {}
         self._jitted = {}
-        self._captures = []
-        self._current = None
-        self._created = ()
-        self._record = None
+        self._captures = ()
+        self._notes = threading.Lock()
         self.trace_count = 0
         self.signatures = []
         self.retrace_reasons = []
@@ -181,7 +223,7 @@ class Compiled:
             plan is not None
             and not kwargs
             and plan.version == _tracing.version
-            and _tracing.ctx is None
+            and _scope._current.get() is None
         ):
             for a in args:
                 # Weak-typed arrays (jnp.full(..., 2.0)) take the slow path to
@@ -191,27 +233,30 @@ class Compiled:
             else:
                 # The hot path: read leaves, one jax.jit call, write back what
                 # the trace assigned. Everything else is in _run.
-                self._current = plan
-                # The input list is reused while no variable was written since.
-                if plan.epoch == _tracing.write_epoch:
-                    leaves = plan.leaves
-                else:
-                    leaves = plan.leaves = [v._v for v in plan.vars]
-                    plan.epoch = _tracing.write_epoch
+                if self._donate:
+                    try:
+                        return self._donating_call(plan, args)
+                    except (_Retry, _scope.Capture):
+                        return self._run(plan, args, None)
+                lock = _scope.lock
+                with lock:
+                    epoch = _scope.epoch
+                    # The input list is reused while no variable was written since.
+                    if plan.epoch == epoch:
+                        leaves = plan.leaves
+                    else:
+                        leaves = plan.leaves = [v._v for v in plan.vars]
+                        plan.epoch = epoch
+                    ticket = _scope.pin(leaves) if _scope._donors else None
                 try:
-                    out, assigned, created = plan.jitted(leaves, args, None)
-                except _tracing.Capture:
+                    out, assigned, _ = plan.jitted(leaves, args, None)
+                except (_Retry, _scope.Capture):
                     return self._run(plan, args, None)
+                finally:
+                    if ticket is not None:
+                        _scope.unpin(ticket)
                 if assigned:
-                    vars_ = plan.vars
-                    for i, value in assigned.items():
-                        vars_[i]._v = value
-                        leaves[i] = value
-                    # Other plans holding these variables must re-read them.
-                    _tracing.write_epoch += 1
-                    plan.epoch = _tracing.write_epoch
-                if created or self._record is not None:
-                    self._finish(created)
+                    self._write_back(plan, leaves, epoch, assigned)
                 return out
         if (
             not kwargs
@@ -222,45 +267,118 @@ class Compiled:
         roots, dyn, static = self._split(args, kwargs)
         return self._run(self._plan(roots), dyn, static)
 
-    def _run(self, plan, dyn, static):
-        for _ in range(_MAX_CAPTURES):
+    def _write_back(self, plan, leaves, epoch, assigned):
+        """Commits a call's assignments, atomically for readers under the lock."""
+        vars_ = plan.vars
+        with _scope.lock:
+            for i, value in assigned.items():
+                vars_[i]._v = value
+            if _scope.epoch == epoch:
+                # Nothing else was written since these leaves were read: the
+                # cache stays valid with the new values in (a new list: another
+                # thread may be handing the old one to its call right now).
+                leaves = list(leaves)
+                for i, value in assigned.items():
+                    leaves[i] = value
+                plan.leaves = leaves
+                plan.epoch = epoch + 1
+            _scope.epoch += 1
+
+    def _donating_call(self, plan, dyn, static=None):
+        # Read, dispatch and write back under the lock: the old buffers are
+        # gone once dispatched, so nobody may read them in between, and any a
+        # reader or snapshot holds are copied first (`_scope.unpinned`).
+        with _scope.lock:
+            _scope._donors = True
+            leaves = _scope.unpinned([v._v for v in plan.vars])
+            out, assigned, created = plan.jitted(leaves, dyn, static)
             vars_ = plan.vars
-            outer = _tracing.ctx
-            if outer is not None:
-                # Called inside another trace: that trace must know these too.
-                for v in vars_:
-                    outer.touch(v)
-            leaves = [v._value for v in vars_]
-            self._current = plan
+            for i, value in assigned.items():
+                vars_[i]._v = value
+            _scope.epoch += 1
+        return out
+
+    # -- the slow path -----------------------------------------------------------
+    def _run(self, plan, dyn, static):
+        outer = _scope.current()
+        if outer is None and not plan.called:
+            # A first call may build modules: one thread at a time, and the
+            # plan read again once this thread holds the lock (another may have
+            # built the structure meanwhile).
+            with _BUILD:
+                return self._run_planned(self._plan(plan.roots), dyn, static, outer)
+        return self._run_planned(plan, dyn, static, outer)
+
+    def _run_planned(self, plan, dyn, static, outer):
+        for _ in range(_MAX_CAPTURES):
+            call = _Call(self, plan)
+            token = _calling.set(call)
             try:
-                out, assigned, created = plan.jitted(leaves, dyn, static)
-            except _tracing.Capture as capture:
-                if (
-                    outer is not None
-                    and id(capture.variable) not in plan.ids
-                    and (id(capture.variable) not in outer.known)
-                ):
-                    raise
-                self._captures.append(capture.variable)
-                _tracing.bump()
+                if self._donate and outer is None:
+                    # Donated buffers are gone once dispatched: nobody may read
+                    # the variables until the new values are in.
+                    with _scope.lock:
+                        out, assigned, created = self._dispatch(plan, dyn, static, outer)
+                        self._finish(call, plan, assigned, created, outer)
+                    return out
+                out, assigned, created = self._dispatch(plan, dyn, static, outer)
+            except _scope.Capture as capture:
+                # A variable outside the plan (the global generator): make it an input.
+                self._add_capture(capture.variable)
                 plan = self._plan(plan.roots)
                 continue
-            for i, value in assigned.items():
-                vars_[i]._value = value
-            self._finish(created)
+            finally:
+                _calling.reset(token)
+            self._finish(call, plan, assigned, created, outer)
             return out
         raise TraceError(f"{self.__qualname__}: variables kept appearing while tracing")
 
-    def _finish(self, created):
-        """After a call that traced: give created variables values, tell the hooks."""
-        if created:
-            for v, value in zip(self._created, created):
-                v._value = value
-            self._created = ()
-        if self._record is not None:
-            record, self._record = self._record, None
+    def _dispatch(self, plan, dyn, static, outer):
+        if outer is not None:
+            # Inside another computation: its values are this call's inputs.
+            leaves = [outer.read(v) for v in plan.vars]
+            return plan.jitted(leaves, dyn, static)
+        if self._donate:
+            with _scope.lock:
+                _scope._donors = True
+                leaves = _scope.unpinned([v._v for v in plan.vars])
+                return plan.jitted(leaves, dyn, static)
+        with _scope.lock:
+            leaves = [v._v for v in plan.vars]
+            ticket = _scope.pin(leaves) if _scope._donors else None
+        try:
+            return plan.jitted(leaves, dyn, static)
+        finally:
+            if ticket is not None:
+                _scope.unpin(ticket)
+
+    def _finish(self, call, plan, assigned, created, outer):
+        """After a call: hand back assignments and created variables, tell the hooks."""
+        vars_ = plan.vars
+        writes = [(vars_[i], value) for i, value in assigned.items()]
+        born = list(zip(call.created, created))
+        if outer is not None:
+            for var, value in writes:
+                outer.write(var, value)
+            for var, value in born:
+                outer.create(var, value)
+        else:
+            _scope.commit(writes + born)
+            plan.called = True
+            if (
+                self._fast
+                and len(plan.roots) == len(self._self_roots)
+                and all(a is b for a, b in zip(plan.roots, self._self_roots))
+            ):
+                self._self_plan = plan
+        if call.record is not None:
             for hook in list(TRACE_HOOKS):
-                hook(record)
+                hook(call.record)
+
+    def _add_capture(self, variable):
+        if all(v is not variable for v in self._captures):
+            self._captures = (*self._captures, variable)
+        _tracing.bump()
 
     # -- plans and arguments --------------------------------------------------
     def _plan(self, roots):
@@ -274,14 +392,8 @@ class Compiled:
         if plan.jitted is None:
             plan.jitted = self._jitted[plan.key] = self._make_jitted()
         if len(self._plans) > 16:
-            self._plans.pop(next(iter(self._plans)))
+            self._plans.pop(next(iter(self._plans), None), None)
         self._plans[key] = plan
-        if (
-            self._fast
-            and len(roots) == len(self._self_roots)
-            and all(a is b for a, b in zip(roots, self._self_roots))
-        ):
-            self._self_plan = plan
         return plan
 
     def _root_names(self, roots):
@@ -313,7 +425,8 @@ class Compiled:
             if self._instance is not None:
                 params = params[1:]
             args, kwargs = (), dict(params)
-        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs), is_leaf=_is_special)
+        global _JAX_ARRAY
+        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs), is_leaf=is_special)
         roots = list(self._self_roots)
         dyn, spec = [], []
         for leaf in leaves:
@@ -323,10 +436,12 @@ class Compiled:
                     index = len(roots)
                     roots.append(leaf)
                 spec.append(("m", index))
-            elif type(leaf) in _ARRAY_TYPES or isinstance(leaf, (jax.Array, np.generic)):
+            elif isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+                if _JAX_ARRAY is None and not isinstance(leaf, (jax.core.Tracer, np.ndarray)):
+                    _JAX_ARRAY = type(leaf)
                 dyn.append(_strong(leaf))
                 spec.append(_DYN)
-            elif _is_number_list(leaf):
+            elif is_number_list(leaf):
                 dyn.append(_strong(jnp.asarray(leaf)))
                 spec.append(_DYN)
             else:
@@ -370,89 +485,90 @@ class Compiled:
         return args, kwargs
 
     # -- tracing --------------------------------------------------------------
-    def _make_jitted(self, lowering=False):
+    def _make_jitted(self):
         def pure(leaves, dyn, static):
-            return self._trace(leaves, dyn, static, lowering)
+            call = _calling.get()
+            if call is None or call.compiled is not self:
+                raise _Retry
+            return self._trace(call, leaves, dyn, static)
 
         pure.__name__ = getattr(self._fn, "__name__", "fn")
         return jax.jit(pure, static_argnums=(2,), donate_argnums=(0,) if self._donate else ())
 
-    def _trace(self, leaves, dyn, static, lowering):
-        plan = self._current
+    def _trace(self, call, leaves, dyn, static):
+        plan = call.plan
         args, kwargs = self._rebuild(plan, dyn, static)
         vars_ = plan.vars
-        originals = [v._value for v in vars_]
         snap = snapshot(plan.modules)
-        ctx = _tracing.TraceContext(set(plan.ids), plan.scope_names)
-        for v, x in zip(vars_, leaves):
-            v._value = x
-        _tracing.enter(ctx)
+        scope = _scope.Scope(zip(vars_, leaves), strict=True, names=plan.scope_names)
         committed = False
         try:
-            scope = plan.scope_names.get(id(self._instance)) or self._fn.__name__
-            with jax.named_scope(scope):
-                out = self._fn(*args, **kwargs)
-            # A returned variable is returned as its value (read before the
-            # originals are put back below).
-            out = jax.tree_util.tree_map(
-                lambda x: x._value if isinstance(x, Variable) else x,
-                out,
-                is_leaf=lambda x: isinstance(x, Variable),
-            )
+            with scope:
+                name = plan.scope_names.get(id(self._instance)) or self._fn.__name__
+                with jax.named_scope(name):
+                    out = self._fn(*args, **kwargs)
+                # A returned variable is returned as its value.
+                out = jax.tree_util.tree_map(
+                    lambda x: x.value if isinstance(x, Variable) else x,
+                    out,
+                    is_leaf=lambda x: isinstance(x, Variable),
+                )
+            values = scope.values
             if self._donate:
-                assigned = {i: v._value for i, v in enumerate(vars_)}
+                assigned = {i: values[id(v)] for i, v in enumerate(vars_)}
             else:
                 assigned = {
-                    i: v._value for i, (v, x) in enumerate(zip(vars_, leaves)) if v._value is not x
+                    i: values[id(v)] for i, v in enumerate(vars_) if id(v) in scope.assigned
                 }
-            assigned = _keep_layouts(assigned, originals)
-            created = list(ctx.created)
-            created_values = [v._value for v in created]
-            committed = not lowering
+            assigned = _keep_layouts(assigned, [v._v for v in vars_])
+            created = list(scope.created)
+            created_values = [values[id(v)] for v in created]
+            committed = not call.lowering
         finally:
-            _tracing.leave(ctx)
-            for v, value in zip(vars_, originals):
-                v._value = value
             if not committed:
                 rollback(snap)
-        if lowering:
+        if call.lowering:
             return out, assigned, created_values
-        self._created = created
+        call.created = created
         if created:
             # The structure changed: later calls need a plan with these inputs.
             self._jitted.pop(plan.key, None)
             _tracing.bump()
-        self._note_trace(plan, leaves, dyn, static, args, kwargs)
+        self._note_trace(call, leaves, dyn, static, args, kwargs)
         return out, assigned, created_values
 
-    def _note_trace(self, plan, leaves, dyn, static, args, kwargs):
-        self.trace_count += 1
+    def _note_trace(self, call, leaves, dyn, static, args, kwargs):
+        plan = call.plan
         sig = self._make_signature(plan, leaves, args, kwargs)
-        if self.signatures:
-            reasons = self.signatures[-1].explain_change(sig)
-            self.retrace_reasons.append(reasons)
-            log = logger.warning if self.trace_count > _RETRACE_WARNING else logger.info
+        with self._notes:
+            self.trace_count += 1
+            count = self.trace_count
+            reasons = self.signatures[-1].explain_change(sig) if self.signatures else None
+            if reasons is not None:
+                self.retrace_reasons.append(reasons)
+            self.signatures.append(sig)
+        if reasons is not None:
+            log = logger.warning if count > _RETRACE_WARNING else logger.info
             log(
                 "jmod.jit: %s traced again (trace %d): %s",
                 self.__qualname__,
-                self.trace_count,
+                count,
                 "; ".join(reasons),
             )
-        self.signatures.append(sig)
         if TRACE_HOOKS:
-            # Only jmod.summary registers hooks; it names the graph's inputs.
-            from jmod.summary._graph import input_names
+            # Only jmod.summary registers hooks; it names the graph's arguments.
+            from jmod.summary._graph import argument_names
 
             call_args = args[1:] if self._instance is not None else args
-            self._record = TraceRecord(
+            call.record = TraceRecord(
                 self,
                 plan,
                 [_spec(x) for x in leaves],
                 [_spec(x) for x in dyn],
                 static,
-                input_names(self, plan, call_args, kwargs),
+                _graph_names(plan) + argument_names(self, call_args, kwargs),
             )
-            self._record.state_count = len(plan.paths)
+            call.record.state_count = len(plan.paths)
 
     def _make_signature(self, plan, leaves, args, kwargs):
         def describe(x):
@@ -469,7 +585,7 @@ class Compiled:
         if self._instance is not None:
             bound = dict(list(bound.items())[1:])
         arguments = {
-            k: jax.tree_util.tree_map(describe, v, is_leaf=_is_special) for k, v in bound.items()
+            k: jax.tree_util.tree_map(describe, v, is_leaf=is_special) for k, v in bound.items()
         }
         state = {p: _spec(x) for p, x in zip(plan.paths, leaves)}
         trainable = {p: v.trainable for p, v in zip(plan.paths, plan.vars)}
@@ -481,24 +597,31 @@ class Compiled:
         plan = self._plan(roots)
         return plan, dyn, static
 
-    def _lowering_call(self, plan, dyn, static, run):
+    def _traced_fn(self, plan, static):
+        """The call as a pure function of (leaves, arrays) for this plan; records nothing."""
+
+        def flat(leaves, dyn):
+            return self._trace(_Call(self, plan, lowering=True), leaves, dyn, static)
+
+        flat.__name__ = getattr(self._fn, "__name__", "fn")
+        return flat
+
+    def _lowering_call(self, plan, run):
+        # Variables outside the plan found while tracing become inputs, as in a call.
         for _ in range(_MAX_CAPTURES):
-            self._current = plan
-            leaves = [v._value for v in plan.vars]
+            leaves = [v._v for v in plan.vars]
             try:
                 return run(plan, leaves)
-            except _tracing.Capture as capture:
-                self._captures.append(capture.variable)
-                _tracing.bump()
+            except _scope.Capture as capture:
+                self._add_capture(capture.variable)
                 plan = self._plan(plan.roots)
         raise TraceError(f"{self.__qualname__}: variables kept appearing while tracing")
 
     def lower(self, *args, **kwargs):
         """The `jax.stages.Lowered` computation for these arguments (no trace counted)."""
         plan, dyn, static = self._prepare(args, kwargs)
-        lowering = self._make_jitted(lowering=True)
         return self._lowering_call(
-            plan, dyn, static, lambda p, leaves: lowering.lower(leaves, dyn, static)
+            plan, lambda p, leaves: jax.jit(self._traced_fn(p, static)).lower(leaves, dyn)
         )
 
     def jaxpr(self, *args, **kwargs):
@@ -506,19 +629,18 @@ class Compiled:
         plan, dyn, static = self._prepare(args, kwargs)
         specs = [_spec(x) for x in dyn]
         return self._lowering_call(
-            plan,
-            dyn,
-            static,
-            lambda p, leaves: self._make_jaxpr(p, [_spec(x) for x in leaves], specs, static),
+            plan, lambda p, leaves: self._make_jaxpr(p, [_spec(x) for x in leaves], specs, static)
         )
 
     def _make_jaxpr(self, plan, leaf_specs, dyn_specs, static):
-        self._current = plan
+        return jax.make_jaxpr(self._traced_fn(plan, static))(list(leaf_specs), tuple(dyn_specs))
 
-        def flat(leaves, dyn):
-            return self._trace(leaves, dyn, static, lowering=True)
+    def graph_names(self, *args, **kwargs):
+        """Names of the jaxpr's inputs for these arguments: variable paths, then arguments."""
+        from jmod.summary._graph import argument_names
 
-        return jax.make_jaxpr(flat)(list(leaf_specs), tuple(dyn_specs))
+        plan, _, _ = self._prepare(args, kwargs)
+        return _graph_names(plan) + argument_names(self, args, kwargs)
 
     def state_paths(self, *args, **kwargs):
         """The variable paths of the state inputs, in the order the jaxpr takes them."""
@@ -548,10 +670,17 @@ class Compiled:
         no trace is counted.
         """
         plan, dyn, static = self._prepare(args, kwargs)
+        specs = [_spec(x) for x in dyn]
+
+        def probe(found, leaves):
+            jax.eval_shape(self._traced_fn(found, static), [_spec(x) for x in leaves], specs)
+            return found
+
+        plan = self._lowering_call(plan, probe)
+        traced = self._traced_fn(plan, static)
 
         def pure(leaves, arrays):
-            self._current = plan
-            out, assigned, created = self._trace(leaves, arrays, static, lowering=True)
+            out, assigned, created = traced(leaves, arrays)
             if created:
                 raise TraceError(
                     f"{self.__qualname__}: the call creates variables; call it once "
@@ -559,12 +688,6 @@ class Compiled:
                 )
             return out, {plan.paths[i]: value for i, value in assigned.items()}
 
-        def probe(found, leaves):
-            nonlocal plan
-            plan = found
-            jax.eval_shape(pure, [_spec(x) for x in leaves], [_spec(x) for x in dyn])
-
-        self._lowering_call(plan, dyn, static, probe)
         pure.__name__ = getattr(self._fn, "__name__", "fn")
         return jax.jit(pure), list(plan.vars), list(plan.paths)
 

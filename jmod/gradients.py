@@ -4,7 +4,7 @@ import functools
 
 import jax
 
-from jmod import _tracing
+from jmod import _scope
 from jmod.errors import ModuleError
 from jmod.module import Module
 from jmod.variables import Variable
@@ -50,49 +50,38 @@ def value_and_grad(fn, argnums=0, has_aux=False):
                 "arguments were given"
             )
         named = _named(args[argnums])
-        trainable = [(p, v) for p, v in named if v.trainable]
-        others = [v for _, v in named if not v.trainable]
-        for a in args:
-            if isinstance(a, Module) and a is not args[argnums]:
-                others.extend(v for _, v in a.named_variables())
-        created = []  # (variable, its value at creation)
+        trainable = [v for _, v in named if v.trainable]
+        # Filled by the traced pass: what the computation assigned and created.
+        effects = {}
 
         def pure(values):
-            saved = [(v, v._value) for _, v in trainable] + [(v, v._value) for v in others]
-            for (_, v), x in zip(trainable, values):
-                v._value = x
-            try:
+            # The differentiated variables see `values`; everything else reads
+            # through to the enclosing computation (or the real values).
+            with _scope.Scope(zip(trainable, values)) as scope:
                 result = fn(*args, **kwargs)
-                value, aux = result if has_aux else (result, None)
-                updates = [v._value for v in others]
-            finally:
-                for v, old in saved:
-                    v._value = old
-            return value, (aux, updates)
+            value, aux = result if has_aux else (result, None)
+            differentiated = {id(v) for v in trainable}
+            writes = [(v, x) for v, x in scope.assignments() if id(v) not in differentiated]
+            effects["vars"] = [v for v, _ in writes]
+            effects["created"] = list(scope.created)
+            return value, (aux, [x for _, x in writes])
 
-        def on_create(var):
-            created.append((var, var._value))
-
-        _tracing.creation_listeners.append(on_create)
-        try:
-            (value, (aux, updates)), grads = jax.value_and_grad(pure, has_aux=True)(
-                [v._value for _, v in trainable]
-            )
-        finally:
-            _tracing.creation_listeners.remove(on_create)
-        if created:
-            built = {id(v) for _, v in _named(args[argnums])}
-            if any(id(v) in built for v, _ in created):
-                # A deferred build ran inside: the new variables exist now, so
-                # differentiate again to give them gradients too, starting
-                # from their initial values (a batch-norm statistic updated
-                # by the first pass must not be updated twice).
-                for var, initial in created:
-                    var._value = initial
-                return wrapped(*args, **kwargs)
-        for v, new in zip(others, updates):
-            v._value = new
-        grads = {p: g for (p, _), g in zip(trainable, grads)}
+        outer = _scope.current()
+        read = outer.read if outer is not None else (lambda v: v._v)
+        (value, (aux, updates)), grads = jax.value_and_grad(pure, has_aux=True)(
+            [read(v) for v in trainable]
+        )
+        created = effects["created"]
+        created_ids = {id(v) for v in created}
+        if created_ids and any(id(v) in created_ids for _, v in _named(args[argnums])):
+            # A deferred build ran inside: the new variables exist now (with
+            # their initial values), so differentiate again to give them
+            # gradients too; the first pass's assignments are dropped (a batch
+            # norm statistic must not be updated twice).
+            return wrapped(*args, **kwargs)
+        for var, new in zip(effects["vars"], updates):
+            _scope.write(var, new)
+        grads = dict(zip([p for p, v in named if v.trainable], grads))
         return ((value, aux), grads) if has_aux else (value, grads)
 
     return wrapped

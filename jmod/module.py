@@ -12,7 +12,7 @@ import weakref
 
 import jax
 
-from jmod import _tracing
+from jmod import _scope, _tracing
 from jmod.errors import ModuleError
 from jmod.variables import Variable
 
@@ -129,10 +129,10 @@ def _with_name_scope(fn):
     # attribute name, so the compiled graph reads `model/dense_1/dot_general`.
     @functools.wraps(fn)
     def call(self, *args, **kwargs):
-        ctx = _tracing.ctx
-        if ctx is None:
+        scope = _scope.current()
+        if scope is None or scope.names is None:
             return fn(self, *args, **kwargs)
-        with jax.named_scope(ctx.scope_names.get(id(self)) or self.name):
+        with jax.named_scope(scope.names.get(id(self)) or self.name):
             return fn(self, *args, **kwargs)
 
     call._jmod_scoped = True

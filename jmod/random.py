@@ -10,7 +10,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from jmod import _tracing
+from jmod import _scope
 from jmod.module import Module
 from jmod.variables import Variable
 
@@ -76,13 +76,9 @@ def get_global_generator():
     if _global is None:
         # Made outside any trace (even when first asked for inside one), so its
         # key is a concrete array that compiled functions then capture.
-        saved, _tracing.ctx = _tracing.ctx, None
-        try:
-            with jax.ensure_compile_time_eval():
-                seed = int.from_bytes(os.urandom(4), "little")
-                _global = Generator(seed=seed, name="global_generator")
-        finally:
-            _tracing.ctx = saved
+        with _scope.outside(), jax.ensure_compile_time_eval():
+            seed = int.from_bytes(os.urandom(4), "little")
+            _global = Generator(seed=seed, name="global_generator")
     return _global
 
 

@@ -4,6 +4,28 @@ import jax
 import jax.numpy as jnp
 
 
+def is_number_list(x):
+    """Whether `x` is a non-empty (nested) list or tuple of Python numbers (bools excluded).
+
+    `jmod.jit` and layers take such a value as one array (`layer([[2.0, 2.0, 2.0]])`).
+
+    Example:
+        >>> is_number_list([[1.0, 2.0]]), is_number_list([]), is_number_list([True])
+        (True, False, False)
+    """
+    if isinstance(x, (list, tuple)):
+        return len(x) > 0 and all(is_number_list(i) for i in x)
+    return isinstance(x, (int, float, complex)) and not isinstance(x, bool)
+
+
+def is_special(x):
+    """Whether `jmod.jit` treats `x` as one argument leaf: a module, a variable or a number list."""
+    from jmod.module import Module
+    from jmod.variables import Variable
+
+    return isinstance(x, (Module, Variable)) or (isinstance(x, list) and is_number_list(x))
+
+
 def _spec(x):
     return jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
 

@@ -1,12 +1,13 @@
 """`Variable`: a named, mutable holder of one `jax.Array`."""
 
+import math
 import operator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmod import _tracing
+from jmod import _scope, _tracing
 from jmod.errors import VariableError
 
 
@@ -65,45 +66,46 @@ class Variable:
             dimension) or a `jax.sharding.Sharding`; see `jmod.distributed`.
     """
 
-    __slots__ = ("_v", "_trainable", "name", "__weakref__")
+    # `_own`: rebuilt by JAX from a leaf (inside `jax.jit`, `jax.tree.map`):
+    # nobody's shared state, so reads and writes go straight to `_v`.
+    __slots__ = ("_v", "_trainable", "name", "_own", "__weakref__")
     __array_priority__ = 100
 
     def __init__(self, value, trainable=True, name=None, dtype=None, sharding=None):
         if name is not None and not isinstance(name, str):
             raise VariableError(f"Variable name must be a str, got {type(name).__name__}")
         value = _as_value(value, dtype)
-        if sharding is not None or _tracing.placement is not None:
+        if sharding is not None or _tracing.placement.get() is not None:
             # jmod.distributed lays the value out over the active mesh.
             value = _tracing.place(value, sharding, name)
-        self._v = value
         self._trainable = bool(trainable)
         self.name = name
-        ctx = _tracing.ctx
-        if ctx is not None:
-            ctx.add_created(self)
-        for listener in _tracing.creation_listeners:
-            listener(self)
+        self._own = False
+        scope = _scope.current()
+        if scope is None:
+            self._v = value
+            return
+        # Created inside a computation (a deferred build under jmod.jit): the
+        # scope holds the value; the object holds a concrete value only, or a
+        # shape placeholder until the computation hands back the real one.
+        scope.create(self, value)
+        self._v = jax.ShapeDtypeStruct(value.shape, value.dtype) if _traced(value) else value
 
     # -- value -------------------------------------------------------------
     @property
     def _value(self):
-        # The raw value, for jmod internals (no capture check).
+        # The real value, for jmod internals (never a scope's).
         return self._v
 
     @_value.setter
     def _value(self, new):
-        # Every write moves the write epoch, which tells jmod.jit's cached
-        # input lists that they may be stale.
-        self._v = new
-        _tracing.write_epoch += 1
+        _scope.commit([(self, new)])
 
     @property
     def value(self):
-        """The current value, a `jax.Array` (a tracer while tracing)."""
-        ctx = _tracing.ctx
-        if ctx is not None:
-            ctx.touch(self)
-        return self._v
+        """The current value, a `jax.Array` (a tracer inside a trace)."""
+        scope = _scope.current()
+        return self._v if scope is None or self._own else scope.read(self)
 
     @value.setter
     def value(self, new):
@@ -114,10 +116,19 @@ class Variable:
 
         Python numbers, lists and NumPy arrays are cast to the variable's
         dtype; a JAX array of another dtype is an error, as in TensorFlow.
+        Inside a computation the new value is the computation's until it
+        ends; outside, other threads see it at once.
         """
-        ctx = _tracing.ctx
-        if ctx is not None:
-            ctx.touch(self)
+        self._store(self._checked(value))
+
+    def _store(self, new):
+        if self._own:
+            self._v = new
+        else:
+            _scope.write(self, new)
+
+    def _checked(self, value):
+        """`value` as this variable's new value (converted, shape and dtype checked)."""
         old = self._v
         if isinstance(value, Variable):
             value = value.value
@@ -140,15 +151,15 @@ class Variable:
                 f"variable {self._label()}: cannot assign a value of shape "
                 f"{tuple(new.shape)}, the variable is {_describe(old)}"
             )
-        self._value = new
+        return new
 
     def assign_add(self, delta):
         """Adds `delta` to the value in place (same shape and dtype rules as `assign`)."""
-        self.assign(self.value + jnp.asarray(delta, dtype=self._v.dtype))
+        self.assign(self.value + jnp.asarray(delta, dtype=self.dtype))
 
     def assign_sub(self, delta):
         """Subtracts `delta` from the value in place."""
-        self.assign(self.value - jnp.asarray(delta, dtype=self._v.dtype))
+        self.assign(self.value - jnp.asarray(delta, dtype=self.dtype))
 
     def numpy(self):
         """The value as a NumPy array (a copy)."""
@@ -182,11 +193,11 @@ class Variable:
 
     @property
     def ndim(self):
-        return self._v.ndim
+        return len(self._v.shape)
 
     @property
     def size(self):
-        return self._v.size
+        return math.prod(self._v.shape)
 
     @property
     def T(self):
@@ -196,12 +207,14 @@ class Variable:
         return repr(self.name) if self.name else "(unnamed)"
 
     def __repr__(self):
-        val = self._v
+        val = self.value
         head = f"Variable {self._label()} shape={self.shape} dtype={jnp.dtype(val.dtype).name}"
         if not self._trainable:
             head += " trainable=False"
-        if isinstance(val, jax.core.Tracer):
+        if _traced(val):
             return f"<{head} (traced)>"
+        if isinstance(val, jax.ShapeDtypeStruct):
+            return f"<{head} (being built)>"
         body = np.array2string(np.asarray(val), threshold=8, edgeitems=2, precision=4)
         return f"<{head} value={body}>"
 
@@ -251,7 +264,7 @@ class Variable:
         return complex(self.value)
 
     def __len__(self):
-        return len(self._v)
+        return len(self.value)
 
     def __iter__(self):
         return iter(self.value)
@@ -295,19 +308,21 @@ Variable.__divmod__ = _binary(divmod)
 Variable.__rdivmod__ = _binary(divmod, reflected=True)
 
 
+def _traced(x):
+    return isinstance(x, jax.core.Tracer)
+
+
 def _flatten(v):
-    return (v._v,), (v._trainable, v.name)
+    return (v.value,), (v._trainable, v.name)
 
 
 def _unflatten(aux, children):
     # Rebuilt by JAX transformations with tracers or placeholders as leaves:
-    # no validation, and not registered with an active trace.
+    # no validation, and not bound to any scope.
     v = object.__new__(Variable)
     v._v = children[0]
     v._trainable, v.name = aux
-    ctx = _tracing.ctx
-    if ctx is not None:
-        ctx.known.add(id(v))
+    v._own = True
     return v
 
 

@@ -9,6 +9,7 @@ variable's layout when it writes the variable back.
 """
 
 import contextlib
+import contextvars
 import math
 
 import jax
@@ -19,7 +20,8 @@ from jmod import _tracing
 from jmod.distributed._errors import ShardingError
 from jmod.distributed._specs import as_partition_spec, check_spec
 
-_active = []
+# The active mesh, per thread and asyncio task (a context variable).
+_active = contextvars.ContextVar("jmod_mesh", default=None)
 
 
 def current_mesh():
@@ -32,7 +34,7 @@ def current_mesh():
         ...     jmod.distributed.current_mesh() is m
         True
     """
-    return _active[-1] if _active else None
+    return _active.get()
 
 
 def make_mesh(axes, devices=None):
@@ -99,14 +101,13 @@ def mesh(axes, devices=None):
         devices: the devices for a dict mesh (default: `jax.devices()`).
     """
     m = axes if isinstance(axes, Mesh) else make_mesh(axes, devices)
-    previous = _tracing.placement
-    _active.append(m)
-    _tracing.placement = lambda value, spec, name: place(value, spec, name, m)
+    mesh_token = _active.set(m)
+    place_token = _tracing.placement.set(lambda value, spec, name: place(value, spec, name, m))
     try:
         yield m
     finally:
-        _active.pop()
-        _tracing.placement = previous
+        _tracing.placement.reset(place_token)
+        _active.reset(mesh_token)
 
 
 def sharding_for(spec, shape, mesh=None, label="sharding"):

@@ -1,5 +1,6 @@
 """`Layer`: a module that builds itself from its first input, as Keras layers do."""
 
+import contextvars
 import functools
 import inspect
 import re
@@ -8,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmod import _tracing, initializers
+from jmod import _scope, initializers
 from jmod.errors import JmodError, LayerCallError, SerializationError
 from jmod.layers.policy import DTypePolicy, dtype_policy
 from jmod.module import Module
@@ -96,8 +97,8 @@ def _map_shapes(inputs):
 
 
 # The `training` flag of the outermost layer call, handed to inner layers that
-# were not given one (Keras' call context).
-_training_stack = []
+# were not given one (Keras' call context); per thread and asyncio task.
+_training = contextvars.ContextVar("jmod_training", default=None)
 
 
 class Layer(Module):
@@ -338,8 +339,8 @@ class Layer(Module):
         cls = type(self)
         takes = getattr(cls, "_jmod_call_takes", frozenset())
         training = kwargs.get("training")
-        if training is None and _training_stack:
-            training = _training_stack[-1]
+        if training is None:
+            training = _training.get()
         if "training" in takes or getattr(cls, "_jmod_call_var_kw", False):
             if training is not None:
                 kwargs["training"] = training
@@ -358,12 +359,12 @@ class Layer(Module):
                 self._maybe_build(inputs)
                 self._check_input_spec(inputs, args, kwargs)
             self._losses.clear()
-            _training_stack.append(training)
+            token = _training.set(training)
             try:
                 return self.call(inputs, *args, **kwargs)
             finally:
-                _training_stack.pop()
-        except (JmodError, _tracing.Capture, jax.errors.JAXTypeError):
+                _training.reset(token)
+        except (JmodError, _scope.Capture, jax.errors.JAXTypeError):
             raise
         except (TypeError, ValueError) as e:
             raise LayerCallError(self._call_message(str(e), inputs, args, kwargs)) from e

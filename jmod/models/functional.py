@@ -15,7 +15,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from jmod import _tracing, random, saving
+from jmod import _scope, random, saving
 from jmod.errors import JmodError, LayerCallError, ModuleError, SerializationError
 from jmod.layers.layer import Layer, register_functional, unique_name
 from jmod.module import rollback, snapshot
@@ -228,40 +228,6 @@ def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None):
 # -- calling a layer on symbolic tensors ----------------------------------------------
 
 
-class _Recorder:
-    """Stands in for a `jmod.jit` trace context while a layer runs abstractly.
-
-    It remembers the value of every variable the call reads or assigns and
-    puts it back afterwards, so no tracer leaks into a variable (a batch
-    norm's moving mean, a random generator's key), and it notes variables
-    created meanwhile (a layer that builds sublayers inside `call`).
-    """
-
-    def __init__(self):
-        self.known = set()
-        self.created = []
-        self.scope_names = {}
-        self.prev = None
-        self._touched = {}
-
-    def touch(self, variable):
-        if id(variable) not in self._touched:
-            self._touched[id(variable)] = (variable, variable._value)
-
-    def add_created(self, variable):
-        self.created.append(variable)
-
-    def __enter__(self):
-        _tracing.enter(self)
-        return self
-
-    def __exit__(self, *exc):
-        _tracing.leave(self)
-        for variable, value in self._touched.values():
-            variable._value = value
-        return False
-
-
 def _shape_specs(tensors, size):
     return [
         jax.ShapeDtypeStruct(tuple(size if d is None else d for d in t.shape), t.dtype)
@@ -272,16 +238,19 @@ def _shape_specs(tensors, size):
 def _abstract(layer, run, tensors, size):
     """Output specs of `run` with None dims set to `size`; None if variables were created."""
     snap = snapshot([layer, *layer.submodules])
-    recorder = _Recorder()
+    # The scope keeps every value the call reads or assigns to itself (a batch
+    # norm's moving mean, a generator's key), and notes variables created
+    # meanwhile (a layer that builds sublayers inside `call`).
+    scope = _scope.Scope()
     try:
-        with recorder:
+        with scope:
             out = jax.eval_shape(run, *_shape_specs(tensors, size))
     except Exception:
-        if recorder.created:
+        if scope.created:
             rollback(snap)
             return None  # built lazily inside call: build for real, then try again
         raise
-    if recorder.created:
+    if scope.created:
         rollback(snap)
         return None
     return out
@@ -300,12 +269,11 @@ def _build_symbolically(layer, leaves, treedef):
 
 
 def _build_eagerly(layer, run, tensors):
-    # The layer creates variables inside call(); run it once on zeros so
-    # they exist with real values, then undo what the call changed.
-    before = [(v, v._value) for v in layer.variables]
-    run(*[jnp.zeros(s.shape, s.dtype) for s in _shape_specs(tensors, 1)])
-    for variable, value in before:
-        variable._value = value
+    # The layer creates variables inside call(); run it once on zeros in a
+    # scope, so they exist with their initial values and nothing else the
+    # call assigned is kept.
+    with _scope.Scope():
+        run(*[jnp.zeros(s.shape, s.dtype) for s in _shape_specs(tensors, 1)])
 
 
 def _unknown_dims(a, b):

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmod import _tracing, saving
+from jmod import _scope, _tracing, saving
 from jmod.errors import ModuleError, SerializationError
 from jmod.layers.layer import Layer, _map_shapes
 from jmod.layers.policy import dtype_policy
@@ -257,10 +257,8 @@ class Model(TrainerMixin, Layer):
             spec,
             is_leaf=_is_spec,
         )
-        before = [(v, v._value) for v in self.variables]
-        self(zeros)
-        for var, value in before:
-            var._value = value
+        with _scope.Scope():  # creates the variables; keeps nothing else the call assigns
+            self(zeros)
         self.__dict__["_jmod_build_spec"] = spec
         self._build_shape = jax.tree_util.tree_map(
             lambda s: tuple(s["shape"]), spec, is_leaf=_is_spec

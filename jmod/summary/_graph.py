@@ -141,37 +141,9 @@ def graph_of(compiled_fn, *args, **kwargs):
         a `GraphDef` (see `graph_def_from_jaxpr`).
     """
     closed_jaxpr = compiled_fn.jaxpr(*args, **kwargs)
-    plan, _, _ = compiled_fn._prepare(args, kwargs)
-    names = input_names(compiled_fn, plan, args, kwargs)
-    return graph_def_from_jaxpr(closed_jaxpr, names, state_inputs=len(plan.paths))
-
-
-def input_names(compiled, plan, args, kwargs):
-    """Names of a `jmod.jit` call's jaxpr inputs: variable paths, then arguments.
-
-    Variables of the module a method is bound to (or of the one module
-    argument) get that module's name in front (`the_model/dense_1/w`), as the
-    other modules' paths already have. Array arguments are named as
-    `argument_names` says.
-
-    Args:
-        compiled: the `jmod.jit` function (a `jmod.compile.Compiled`).
-        plan: its plan for the call (the state order).
-        args, kwargs: the call's arguments, without the bound instance.
-    """
-    from jmod.compile import _root_walk
-
-    state = list(plan.paths)
-    roots = plan.roots
-    if roots and compiled._root_names(roots)[0] == "":
-        scope = plan.scope_names.get(id(roots[0]))
-        if scope:
-            own = {id(v) for _, v in _root_walk(roots[0])[0]}
-            state = [
-                _join(scope, path) if id(var) in own else path
-                for path, var in zip(state, plan.vars, strict=True)
-            ]
-    return state + argument_names(compiled, args, kwargs)
+    names = compiled_fn.graph_names(*args, **kwargs)
+    state_inputs = len(compiled_fn.state_paths(*args, **kwargs))
+    return graph_def_from_jaxpr(closed_jaxpr, names, state_inputs=state_inputs)
 
 
 def argument_names(compiled, args, kwargs):
@@ -181,7 +153,7 @@ def argument_names(compiled, args, kwargs):
     argument get their key path (`batch/0`, `inputs/image`). Modules are
     state and other Python values static, so neither is named.
     """
-    from jmod.compile import _is_number_list, _is_special
+    from jmod.signature import is_number_list, is_special
 
     static = set(compiled._static_argnames)
     params = list(compiled._param_names)
@@ -198,13 +170,13 @@ def argument_names(compiled, args, kwargs):
             bound.apply_defaults()
             items = list(bound.arguments.items())[len(instance) :]
             args, kwargs = (), {k: v for k, v in items if k not in static}
-    leaves = jax.tree_util.tree_flatten_with_path((tuple(args), dict(kwargs)), is_leaf=_is_special)[
+    leaves = jax.tree_util.tree_flatten_with_path((tuple(args), dict(kwargs)), is_leaf=is_special)[
         0
     ]
     names = []
     for path, leaf in leaves:
         is_array = isinstance(leaf, jax.Array | np.ndarray | np.generic)
-        if not (is_array or _is_number_list(leaf)):
+        if not (is_array or is_number_list(leaf)):
             continue
         head, *rest = (_key_name(k) for k in path)
         if head == "0":

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import warnings
 
-from jmod import _tracing
+from jmod import _scope
 from jmod import profiler as _profiler
 from jmod.summary import _events, _graph
 from jmod.summary._errors import SummaryError
@@ -40,7 +40,7 @@ class _TraceState:
     def hook(self, record):
         # A jmod.jit function called inside another one's trace is drawn inside
         # the caller's graph; only outermost traces get graphs of their own.
-        if self.graph and _tracing.ctx is None:
+        if self.graph and _scope.current() is None:
             self.records.append(record)
 
 

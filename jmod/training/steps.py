@@ -15,6 +15,7 @@ an epoch not divisible by k) is skipped by a `lax.cond`.
 import jax
 import jax.numpy as jnp
 
+from jmod import _scope
 from jmod import random as jrandom
 from jmod.compile import jit
 from jmod.module import Module
@@ -117,10 +118,9 @@ class StepFunctions(Module):
             step_leaves, step_mask = xs
 
             def run(values):
-                for v, value in zip(carried, values):
-                    v._value = value
-                self._one(step_fn, step_leaves, step_mask)
-                return [v._value for v in carried]
+                with _scope.Scope(zip(carried, values)):
+                    self._one(step_fn, step_leaves, step_mask)
+                    return [v.value for v in carried]
 
             if skip_empty:
                 return jax.lax.cond(jnp.any(step_mask > 0), run, lambda c: list(c), carry), None
@@ -128,5 +128,5 @@ class StepFunctions(Module):
 
         final, _ = jax.lax.scan(body, initial, (list(leaves), mask))
         for v, value in zip(carried, final):
-            v._value = value
+            _scope.write(v, value)
         return self.model.get_metrics_result()
