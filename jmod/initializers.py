@@ -2,12 +2,19 @@
 
 Unseeded initializers draw from the global generator (`jmod.random.set_seed`
 makes them reproducible); a seeded one gives the same values every call.
-The math is `jax.nn.initializers`'.
+The values are `jax.nn.initializers`' and `jax.random`'s for the same key,
+bit for bit; eager draws of any shape reuse a few compiled programs (see
+`jmod._sampling`), so a new weight shape costs no compilation.
 """
+
+import functools
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jmod import _sampling
 from jmod import random as jrandom
 from jmod.errors import SerializationError
 
@@ -53,14 +60,14 @@ class Zeros(Initializer):
     """All zeros."""
 
     def __call__(self, shape, dtype=jnp.float32):
-        return jnp.zeros(tuple(shape), dtype)
+        return _sampling.filled(shape, 0, dtype)
 
 
 class Ones(Initializer):
     """All ones."""
 
     def __call__(self, shape, dtype=jnp.float32):
-        return jnp.ones(tuple(shape), dtype)
+        return _sampling.filled(shape, 1, dtype)
 
 
 class Constant(Initializer):
@@ -70,7 +77,7 @@ class Constant(Initializer):
         self.value = value
 
     def __call__(self, shape, dtype=jnp.float32):
-        return jnp.full(tuple(shape), self.value, dtype)
+        return _sampling.filled(shape, self.value, dtype)
 
     def get_config(self):
         return {"value": self.value}
@@ -84,7 +91,8 @@ class RandomNormal(_Seeded):
         self.mean, self.stddev = mean, stddev
 
     def __call__(self, shape, dtype=jnp.float32):
-        return self.mean + self.stddev * jax.random.normal(self._key(), tuple(shape), dtype)
+        x = _sampling.draw("normal", self._key(), shape, dtype)
+        return _sampling.finish(_sampling.scale_shift(x, self.stddev, self.mean))
 
     def get_config(self):
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
@@ -94,8 +102,8 @@ class TruncatedNormal(RandomNormal):
     """Normal with `mean` and `stddev`, redrawn beyond two standard deviations."""
 
     def __call__(self, shape, dtype=jnp.float32):
-        x = jax.random.truncated_normal(self._key(), -2.0, 2.0, tuple(shape), dtype)
-        return self.mean + self.stddev * x
+        x = _sampling.draw("truncated_normal", self._key(), shape, dtype)
+        return _sampling.finish(_sampling.scale_shift(x, self.stddev, self.mean))
 
 
 class RandomUniform(_Seeded):
@@ -106,7 +114,8 @@ class RandomUniform(_Seeded):
         self.minval, self.maxval = minval, maxval
 
     def __call__(self, shape, dtype=jnp.float32):
-        return jax.random.uniform(self._key(), tuple(shape), dtype, self.minval, self.maxval)
+        x = _sampling.draw("uniform", self._key(), shape, dtype, self.minval, self.maxval)
+        return _sampling.finish(x)
 
     def get_config(self):
         return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
@@ -131,21 +140,38 @@ class VarianceScaling(_Seeded):
         self.scale, self.mode, self.distribution = scale, mode, distribution
 
     def __call__(self, shape, dtype=jnp.float32):
-        shape = tuple(shape)
+        shape = tuple(int(d) for d in shape)
+        key = self._key()
         if len(shape) < 2:
             # Vectors and scalars have no in/out axes: fan in = fan out = size (Keras).
             fan = shape[0] if shape else 1
             std = (self.scale / max(1, fan)) ** 0.5
-            key = self._key()
             if self.distribution == "uniform":
                 limit = 3**0.5 * std
-                return jax.random.uniform(key, shape, dtype, -limit, limit)
+                return _sampling.finish(_sampling.draw("uniform", key, shape, dtype, -limit, limit))
             if self.distribution == "untruncated_normal":
-                return std * jax.random.normal(key, shape, dtype)
+                x = _sampling.draw("normal", key, shape, dtype)
+                return _sampling.finish(_sampling.scale_shift(x, std, None))
             # The truncated normal's stddev is 0.8796 of the untruncated one.
-            return std / 0.87962566 * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
-        init = jax.nn.initializers.variance_scaling(self.scale, self.mode, self.distribution)
-        return init(self._key(), shape, dtype)
+            x = _sampling.draw("truncated_normal", key, shape, dtype)
+            return _sampling.finish(_sampling.scale_shift(x, std / 0.87962566, None))
+        # jax.nn.initializers.variance_scaling(scale, mode, distribution), with the
+        # scalar factor computed on the host in the dtype (the same IEEE ops).
+        dtype = jnp.dtype(dtype)
+        receptive = math.prod(shape[:-2])
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        denominator = {"fan_in": fan_in, "fan_out": fan_out}.get(self.mode, (fan_in + fan_out) / 2)
+        variance = np.asarray(self.scale / denominator, dtype)
+        if self.distribution == "truncated_normal":
+            factor = np.sqrt(variance) / np.asarray(0.87962566103423978, dtype)
+            x = _sampling.draw("truncated_normal", key, shape, dtype)
+        elif self.distribution == "untruncated_normal":
+            factor = np.sqrt(variance)
+            x = _sampling.draw("normal", key, shape, dtype)
+        else:
+            factor = np.sqrt(np.asarray(3, dtype) * variance)
+            x = _sampling.draw("uniform", key, shape, dtype, -1.0, 1.0)
+        return _sampling.finish(_sampling.scale_shift(x, factor, None))
 
     def get_config(self):
         return {
@@ -186,10 +212,17 @@ class Orthogonal(_Seeded):
         self.gain = gain
 
     def __call__(self, shape, dtype=jnp.float32):
-        return jax.nn.initializers.orthogonal(self.gain)(self._key(), tuple(shape), dtype)
+        return _orthogonal(self._key(), tuple(int(d) for d in shape), jnp.dtype(dtype), self.gain)
 
     def get_config(self):
         return {"gain": self.gain, "seed": self.seed}
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _orthogonal(key, shape, dtype, gain):
+    # One compiled program per shape instead of one per eager op (QR, reshape,
+    # moveaxis, scale); QR has no shape-agnostic form.
+    return jax.nn.initializers.orthogonal(gain)(key, shape, dtype)
 
 
 ALL = {
