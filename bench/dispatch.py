@@ -4,13 +4,16 @@ Run: python bench/dispatch.py [--quick]
 Prints medians (us per call, batch 1, no per-call blocking) and ratios to the
 raw `jax.jit` floor, for the guide's 3->3->2 model (4 arrays) and a 50-layer
 Dense(16,16) MLP (100 arrays); then train-step throughput for a 784-512-512-10
-MLP (batch 128, adam) against a raw JAX loop with buffer donation.
+MLP (batch 128, adam) against a raw JAX loop with buffer donation; then
+inference throughput with 4 threads calling one compiled model, against raw
+`jax.jit` called from 4 threads.
 """
 
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 
 import jax
@@ -209,6 +212,46 @@ def train_variants(batch=128):
     }
 
 
+# -- threads --------------------------------------------------------------------
+def threaded(fn, threads, n):
+    """Seconds per call when `threads` threads each make `n` calls of `fn` at once."""
+    barrier = threading.Barrier(threads + 1)
+
+    def work():
+        barrier.wait()
+        out = None
+        for _ in range(n):
+            out = fn()
+        jax.block_until_ready(out)
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in pool:
+        t.join()
+    return (time.perf_counter() - t0) / (threads * n)
+
+
+def threaded_variants(kind, threads=4, n=500, rounds=5):
+    params = raw_params(sizes_for(kind))
+    x = jnp.ones((1, params[0]["w"].shape[0]), jnp.float32)
+    raw = jax.jit(raw_forward)
+    jm = JModel(params)
+    variants = {
+        "raw jax.jit, 4 threads (floor)": lambda: raw(params, x),
+        "jmod.jit, 4 threads": lambda: jm(x),
+    }
+    for fn in variants.values():
+        jax.block_until_ready(fn())
+    times = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, fn in variants.items():
+            times[k].append(threaded(fn, threads, n))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def table(title, results, unit, per_call=True):
     floor = next(iter(results.values()))
     print(f"\n{title}")
@@ -233,6 +276,10 @@ def main():
         table(f"forward, batch 1, {label}", res, "us/call")
     res = interleaved(train_variants(), 20 if QUICK else 50, 3 if QUICK else 7)
     table("train step 784-512-512-10, batch 128, adam", res, "steps/s", per_call=False)
+    for kind in ("tiny", "deep"):
+        res = threaded_variants(kind, n=100 if QUICK else 500, rounds=3 if QUICK else 7)
+        label = "3->3->2" if kind == "tiny" else "50 x Dense(16,16)"
+        table(f"inference throughput, 4 threads, one model, {label}", res, "calls/s", False)
 
 
 if __name__ == "__main__":
