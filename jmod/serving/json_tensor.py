@@ -175,7 +175,8 @@ def to_array(value, dtype, where="input"):
         info = np.iinfo(dtype)
         if arr.min() < info.min or arr.max() > info.max:
             raise ServingError(f"{where}: values out of the range of {want}")
-    out = arr.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        out = arr.astype(dtype, copy=False)
     if kind in "iuf" and jnp.issubdtype(dtype, jnp.floating) and out.size:
         lost = ~np.isfinite(out) & np.isfinite(arr)
         if lost.any():

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import signal
 import threading
 import time
 
@@ -322,4 +323,15 @@ def serve(model_base_path, port=8501, model_name=None, host="127.0.0.1", **optio
         port,
         server.model_name,
     )
-    uvicorn.Server(server._config(host, port)).run()
+    # uvicorn finishes the requests in flight, then raises the signal again:
+    # exit quietly then (status 0 for SIGTERM, as process managers expect).
+    handlers = {s: signal.signal(s, _exit_after_shutdown) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        uvicorn.Server(server._config(host, port)).run()
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def _exit_after_shutdown(signum, frame):
+    raise SystemExit(0 if signum == signal.SIGTERM else 128 + signum)

@@ -57,10 +57,11 @@ class ModelVersions:
     `status()` from any thread.
 
     Example:
-        >>> import os, tempfile
+        >>> import os, tempfile, types
         >>> from jmod.serving.versions import ModelVersions
         >>> base = tempfile.mkdtemp()
-        >>> versions = ModelVersions("m", base, load=lambda v, path: v)
+        >>> load = lambda version, path: types.SimpleNamespace(version=version)
+        >>> versions = ModelVersions("m", base, load)
         >>> os.makedirs(os.path.join(base, "3"))
         >>> versions.poll()
         3
