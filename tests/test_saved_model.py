@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import hypothesis
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -538,3 +540,210 @@ def test_cli_run_calls_a_function_on_npy_inputs(saved, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "output: float32[1, 2]" in proc.stdout
     np.testing.assert_allclose(np.load(tmp_path / "out" / "output.npy"), reference(x), rtol=1e-6)
+
+
+# -- malformed metadata, paths, artifacts (fingerprint recomputed: only validation stands) --
+def rewrite(path, change=None, artifact=None):
+    """Changes saved_model.json (or an artifact's bytes) and re-fingerprints, as an attacker can."""
+    from jmod.saved_model import _format
+
+    meta_file = os.path.join(path, "saved_model.json")
+    if change is not None:
+        meta = json.load(open(meta_file))
+        change(meta)
+        open(meta_file, "w").write(json.dumps(meta))
+    if artifact is not None:
+        name, damage = artifact
+        target = os.path.join(path, "functions", name)
+        open(target, "wb").write(damage(open(target, "rb").read()))
+    record = _format.fingerprint(path)
+    open(os.path.join(path, "fingerprint.json"), "wb").write(_format.encode_fingerprint(record))
+    return path
+
+
+def _sig(meta, k=0):
+    return meta["functions"]["__call__"]["signatures"][k]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.pop("functions"), "field functions: expected an object of functions by name, "
+         "got nothing"),
+        (lambda m: m.update(variables={}), r"field variables: expected a list of variable records, "
+         r"got \{\}"),
+        (lambda m: m.update(module=3), "field module: expected an object"),
+        (lambda m: m.update(platforms=[]), "field platforms: expected at least one platform"),
+        (lambda m: m["variables"][0].update(trainable="yes"),
+         r'field variables\[0\].trainable: expected true or false, got "yes"'),
+        (lambda m: m["variables"][0].update(dtype="object"),
+         r"field variables\[0\].dtype: expected a dtype name"),
+        (lambda m: m["variables"][1].update(path=m["variables"][0]["path"]),
+         r"field variables\[1\].path: expected a path listed once"),
+        (lambda m: m["variables"][0].update(path="__class__/w"), "none starting with '__'"),
+        (lambda m: _sig(m).update(state=["no/such/variable"]),
+         r"signatures\[0\].state: expected paths of listed variables, got \"no/such/variable\""),
+        (lambda m: _sig(m).pop("outputs"), r"signatures\[0\].outputs: expected an output tree"),
+        (lambda m: _sig(m)["arguments"].update(x={"tensor": {"shape": [-1], "dtype": "float32"}}),
+         r"arguments\['x'\].tensor.shape: expected dimensions"),
+        (lambda m: _sig(m)["arguments"].update(x={"code": "os.system('x')"}),
+         r"arguments\['x'\]: expected a tree kind"),
+        (lambda m: _sig(m).update(file="functions/../../outside.jax_export"),
+         r"signatures\[0\].file: expected a relative path inside the saved model directory"),
+        (lambda m: _sig(m).update(file="/tmp/outside.jax_export"),
+         r"signatures\[0\].file: expected a path 'functions/NAME.K.jax_export'"),
+        (lambda m: _sig(m, 1).update(file=_sig(m)["file"]), "expected a file used once"),
+        (lambda m: m["variables"][0].update(shape=[1 << 40, 1 << 40]),
+         r"variable dense_1/b: saved_model.json says float32\[1099511627776, 1099511627776\], "
+         r"the checkpoint holds float32\[3\]"),
+    ],
+    ids=[
+        "no-functions", "variables-dict", "module-int", "no-platforms", "trainable-str",
+        "object-dtype", "duplicate-path", "dunder-path", "unknown-state", "no-outputs",
+        "negative-dim", "unknown-tree", "dotdot-file", "absolute-file", "shared-file", "huge-shape",
+    ],
+)  # fmt: skip
+def test_malformed_metadata_is_a_saved_model_error_naming_the_field(
+    saved, tmp_path, change, message
+):
+    path = rewrite(fresh_copy(saved, tmp_path), change)
+    with pytest.raises(sm.SavedModelError, match=message) as info:
+        sm.load(path)
+    assert path in str(info.value)
+    if "checkpoint holds" not in message:  # show does not read the checkpoint
+        assert cli.main(["show", path]) == 2  # the command line refuses it the same way
+
+
+def test_a_function_file_linked_outside_the_directory_is_refused(saved, tmp_path):
+    path = fresh_copy(saved, tmp_path)
+    outside = tmp_path / "outside.jax_export"
+    target = os.path.join(path, "functions", "__call__.0.jax_export")
+    shutil.copy(target, outside)
+    os.remove(target)
+    os.symlink(outside, target)
+    rewrite(path)
+    with pytest.raises(sm.SavedModelError, match=r"__call__\.0\.jax_export' leads outside"):
+        sm.load(path)
+
+
+def test_a_damaged_artifact_fails_at_load_naming_its_file(saved, tmp_path):
+    # The serialized StableHLO inside the artifact, damaged, with a fingerprint to match.
+    exported = sm.load(saved).__call__.signatures[0].exported
+    mlir = exported.mlir_module_serialized
+
+    def damage(data):
+        at = data.find(mlir) + 40
+        return data[:at] + bytes(len(mlir) - 80) + data[at + len(mlir) - 80 :]
+
+    path = rewrite(fresh_copy(saved, tmp_path), artifact=("__call__.0.jax_export", damage))
+    with pytest.raises(sm.SavedModelError) as info:
+        sm.load(path)  # not at the first call
+    assert str(info.value).startswith(
+        f"{path}: functions/__call__.0.jax_export: not a readable jax.export artifact"
+    )
+
+
+def test_cli_failures_are_one_line_and_exit_status_2(saved, tmp_path, capsys):
+    regular = tmp_path / "model.txt"
+    regular.write_text("not a directory")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = rewrite(fresh_copy(saved, tmp_path), lambda m: m.update(vjp_order="x"))
+    for argv, message in [
+        (["show", str(regular)], f"{regular}: not a saved model directory (a file)"),
+        (["run", str(regular)], f"{regular}: not a saved model directory (a file)"),
+        (["show", str(empty)], "saved_model.json: missing"),
+        (["show", broken], "field vjp_order: expected an integer >= 0"),
+        (["run", saved, "--input", "x"], "--input expects NAME=FILE.npy"),
+        (["run", saved, "--input", f"x={tmp_path / 'none.npy'}"], "No such file"),
+        (["run", saved, "--function", "nope"], "no function 'nope'"),
+    ]:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["show"])  # a usage error: one line too
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the following arguments are required: dir" in err
+
+
+def test_cli_in_a_fresh_process_prints_no_traceback(tmp_path):
+    regular = tmp_path / "model.txt"
+    regular.write_text("x")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jmod.saved_model", "show", str(regular)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"),
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr == f"error: SavedModelError: {regular}: not a saved model directory (a file)\n"
+    )
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(tree, prefix=()):
+    """Every (path to a value) in a JSON tree."""
+    yield prefix
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _paths(v, (*prefix, i))
+
+
+@pytest.fixture(scope="module")
+def small_saved(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("fuzz") / "m")
+    sm.save(guide_model((1, 3)), path)
+    return path, json.load(open(os.path.join(path, "saved_model.json")))
+
+
+@hypothesis.settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(st.data())
+def test_fuzzed_metadata_raises_saved_model_error_or_loads_a_working_model(
+    small_saved, tmp_path_factory, data
+):
+    source, meta = small_saved
+    paths = [p for p in _paths(meta) if p]
+    where = data.draw(st.sampled_from(paths))
+    how = data.draw(st.sampled_from(["replace", "delete"]))
+    value = data.draw(_JSON) if how == "replace" else None
+
+    def change(m):
+        node = m
+        for key in where[:-1]:
+            node = node[key]
+        if how == "delete":
+            del node[where[-1]]
+        else:
+            node[where[-1]] = value
+
+    path = rewrite(fresh_copy(source, tmp_path_factory.mktemp("f")), change)
+    try:
+        loaded = sm.load(path)
+    except sm.SavedModelError:
+        assert cli.main(["show", path]) in (0, 2)  # show reads less; it never crashes
+        return
+    x = np.ones((1, 3), np.float32)  # what loads runs the saved computation, or refuses the call
+    try:
+        out = loaded(x)
+    except jmod.SignatureError:
+        return
+    np.testing.assert_allclose(np.asarray(out), reference(x), rtol=1e-6)

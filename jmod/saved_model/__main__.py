@@ -33,14 +33,18 @@ def _leaves(tree, prefix="output"):
 
 def describe(directory):
     """The text `show` prints for a saved model directory."""
+    if not os.path.isdir(directory):
+        what = "a file" if os.path.exists(directory) else "nothing there"
+        raise SavedModelError(f"{directory}: not a saved model directory ({what})")
     filename = os.path.join(directory, _format.METADATA)
-    meta = _format.decode_metadata(_format.read_file(directory, _format.METADATA), filename)
+    data = _format.read_file(directory, _format.METADATA, _format.MAX_JSON_BYTES)
+    meta = _format.decode_metadata(data, filename)
     functions = meta["functions"]
     files = [s["file"] for f in functions.values() for s in f["signatures"]]
     try:
         _format.verify(
             directory,
-            _format.read_file(directory, _format.FINGERPRINT),
+            _format.read_file(directory, _format.FINGERPRINT, _format.MAX_JSON_BYTES),
             [_format.METADATA, _format.VARIABLES + ".index", *files],
         )
         fingerprint = "ok"
@@ -119,13 +123,30 @@ def _inputs(pairs):
     for pair in pairs or []:
         name, sep, filename = pair.partition("=")
         if not sep or not name or not filename:
-            raise SystemExit(f"--input expects NAME=FILE.npy, got {pair!r}")
+            raise SavedModelError(f"--input expects NAME=FILE.npy, got {pair!r}")
         out[name] = filename
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit status 2 (like every other failure)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def _one_line(e):
+    return f"error: {type(e).__name__}: {' '.join(str(e).split())}"
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m jmod.saved_model", description=__doc__)
+    """Runs the command line; returns the exit status (2 on any failure, with one line on stderr).
+
+    Example:
+        >>> main(["show", "/no/such/dir"])
+        2
+    """
+    parser = _Parser(prog="python -m jmod.saved_model", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("show", help="print functions, specs, platforms and variables")
     show.add_argument("dir")
@@ -146,9 +167,9 @@ def main(argv=None):
             print(describe(args.dir))
         else:
             run(args.dir, args.function, _inputs(args.input), args.outdir)
-    except JmodError as e:
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:  # malformed input of any kind: one line, no traceback
+        print(_one_line(e), file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,9 +7,9 @@ No class of the saving program is imported or needed: the functions are
 import os
 
 import jax
-import numpy as np
 
-from jmod.checkpoint import Checkpoint
+from jmod.checkpoint import _format as _format_ckpt
+from jmod.errors import CheckpointError
 from jmod.module import Module
 from jmod.saved_model import _format
 from jmod.saved_model.errors import PlatformError, SavedModelError, SavedModelNotFoundError
@@ -20,6 +20,7 @@ from jmod.saved_model.spec import (
     from_json,
     short_tree,
     signature_error,
+    tensor_specs,
 )
 from jmod.variables import Variable
 
@@ -58,15 +59,18 @@ def load(directory):
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
+        if os.path.exists(directory):
+            raise SavedModelError(f"{directory}: not a saved model directory (a file)")
         raise SavedModelNotFoundError(f"{directory}: no saved model directory there")
     metadata = _format.decode_metadata(
-        _format.read_file(directory, _format.METADATA), os.path.join(directory, _format.METADATA)
+        _format.read_file(directory, _format.METADATA, _format.MAX_JSON_BYTES),
+        os.path.join(directory, _format.METADATA),
     )
-    functions = metadata.get("functions", {})
+    functions = metadata["functions"]
     files = [s["file"] for f in functions.values() for s in f["signatures"]]
     _format.verify(
         directory,
-        _format.read_file(directory, _format.FINGERPRINT),
+        _format.read_file(directory, _format.FINGERPRINT, _format.MAX_JSON_BYTES),
         [_format.METADATA, _format.VARIABLES + ".index", *files],
     )
     platform = jax.export.default_export_platform()
@@ -77,21 +81,52 @@ def load(directory):
         )
     artifacts = {rel: _format.read_file(directory, rel) for rel in files}
     variables = read_variables(os.path.join(directory, _format.VARIABLES), metadata["variables"])
-    return LoadedModule(directory, metadata, variables, artifacts)
+    try:
+        return LoadedModule(directory, metadata, variables, artifacts)
+    except SavedModelError as e:  # a function record or artifact: name the directory
+        raise SavedModelError(f"{directory}: {e}") from None
+    except Exception as e:  # what validation did not foresee still names the directory
+        raise SavedModelError(f"{directory}: cannot load: {type(e).__name__}: {e}") from e
 
 
 def read_variables(prefix, records):
-    """The variables of the checkpoint `prefix` as {path: Variable}, described by `records`."""
-    variables = {
-        r["path"]: Variable(
-            np.zeros(r["shape"], jax.numpy.dtype(r["dtype"])),
-            trainable=r["trainable"],
-            name=r["name"],
+    """The variables of the checkpoint `prefix` as {path: Variable}, described by `records`.
+
+    Every record is checked against the checkpoint's index (key, shape and
+    dtype) before anything is read, and the checkpoint reader checks each
+    value's bytes lie inside its data file before allocating it: a record or
+    an index claiming a huge value fails without allocating it.
+    """
+    try:
+        index = _format_ckpt.read_index(prefix)
+    except CheckpointError as e:
+        raise SavedModelError(f"{os.path.dirname(prefix)}: variables: {e}") from None
+    filename = _format_ckpt.index_path(prefix)
+    keys = {}
+    for r in records:
+        key = f"{_format.CHECKPOINT_ROOT}/{r['path']}"
+        entry = index.entries.get(key)
+        want = f"{r['dtype']}{list(r['shape'])}"
+        if entry is None or (entry.dtype, list(entry.shape)) != (r["dtype"], list(r["shape"])):
+            got = "nothing" if entry is None else f"{entry.dtype}{list(entry.shape)}"
+            raise SavedModelError(
+                f"{filename}: variable {r['path']}: saved_model.json says {want}, "
+                f"the checkpoint holds {got}"
+            )
+        keys[key] = r
+    extra = sorted(set(index.entries) - set(keys) - {"save_counter"})
+    if extra:
+        raise SavedModelError(
+            f"{filename}: holds values saved_model.json does not list: {', '.join(extra[:10])}"
         )
-        for r in records
-    }
-    Checkpoint(**{_format.CHECKPOINT_ROOT: variables}).read(prefix).assert_consumed()
-    return variables
+    variables = {}
+    try:
+        for key, value in _format_ckpt.iter_arrays(prefix, index, list(keys)):
+            r = keys[key]
+            variables[r["path"]] = Variable(value, trainable=r["trainable"], name=r.get("name"))
+    except CheckpointError as e:
+        raise SavedModelError(f"{os.path.dirname(prefix)}: variables: {e}") from None
+    return {r["path"]: variables[r["path"]] for r in records}
 
 
 def _attach(module, entries):
@@ -128,16 +163,14 @@ class SavedSignature:
     lists the variable paths it reads, `assigns` those it writes.
     """
 
-    def __init__(self, record, data):
+    def __init__(self, record, data, variables=None):
         self.arguments = {name: from_json(tree) for name, tree in record["arguments"].items()}
         self.outputs = from_json(record["outputs"])
         self.state = list(record["state"])
         self.assigns = list(record["assigns"])
         self.file = record["file"]
-        try:
-            self.exported = jax.export.deserialize(bytearray(data))
-        except Exception as e:
-            raise SavedModelError(f"{self.file}: not a readable jax.export artifact: {e}") from e
+        state = [variables[p] for p in self.state] if variables is not None else None
+        self.exported = _deserialize(data, self.file, state, self.arguments)
         self._call = jax.jit(self.exported.call)
 
     def __call__(self, state, arrays):
@@ -146,6 +179,49 @@ class SavedSignature:
     def __repr__(self):
         args = ", ".join(f"{k}={short_tree(v)}" for k, v in self.arguments.items())
         return f"SavedSignature({args}) -> {short_tree(self.outputs)}"
+
+
+def _deserialize(data, file, state, arguments):
+    """The `jax.export.Exported` in `data`, parsed whole and checked against its records.
+
+    Parsing the StableHLO now makes a damaged artifact fail at load, not at
+    the first call; its inputs must be the variables (`state`: their
+    records) and argument tensors saved_model.json describes.
+    """
+    try:
+        exported = jax.export.deserialize(bytearray(data))
+        exported.mlir_module()  # parses the StableHLO: damaged bytecode fails here
+    except Exception as e:
+        raise SavedModelError(
+            f"{file}: not a readable jax.export artifact: {type(e).__name__}: {e}"
+        ) from None
+    specs = tensor_specs(arguments)
+    expected = (len(state) if state is not None else len(exported.in_avals) - len(specs)) + len(
+        specs
+    )
+    if len(exported.in_avals) != expected:
+        raise SavedModelError(
+            f"{file}: the artifact takes {len(exported.in_avals)} arrays, saved_model.json "
+            f"describes {expected} (its state and argument tensors)"
+        )
+    wanted = [(r["dtype"], list(r["shape"]), f"variable {r['path']}") for r in state or []]
+    wanted += [
+        (spec.dtype.name, list(spec.shape), f"argument tensor {i}") for i, spec in enumerate(specs)
+    ]
+    avals = exported.in_avals[len(exported.in_avals) - len(wanted) :]
+    for (dtype, shape, what), aval in zip(wanted, avals):
+        dims = [d if isinstance(d, int) else None for d in aval.shape]
+        ok = jax.numpy.dtype(aval.dtype).name == dtype and len(dims) == len(shape)
+        ok = ok and all(
+            (d is None) == (not isinstance(s, int)) and (d is None or d == s)
+            for d, s in zip(dims, shape)
+        )
+        if not ok:
+            raise SavedModelError(
+                f"{file}: {what}: saved_model.json says {dtype}{shape}, the artifact takes "
+                f"{aval.str_short()}"
+            )
+    return exported
 
 
 class LoadedFunction:
@@ -158,7 +234,10 @@ class LoadedFunction:
         self._owner = owner
         self.__name__ = name
         self.parameters = list(record["parameters"])
-        self.signatures = [SavedSignature(r, artifacts[r["file"]]) for r in record["signatures"]]
+        records = {r["path"]: r for r in owner._jmod_metadata["variables"]}
+        self.signatures = [
+            SavedSignature(r, artifacts[r["file"]], records) for r in record["signatures"]
+        ]
 
     def __call__(self, *args, **kwargs):
         for signature in self.signatures:
