@@ -54,3 +54,7 @@ class SummaryError(JmodError, ValueError):
 
 class TrainingError(JmodError, ValueError):
     """A model was trained, evaluated or compiled with arguments it cannot use."""
+
+
+class InteropError(JmodError, ValueError):
+    """Weights from another framework do not fit the model, or a file is not what it claims."""
