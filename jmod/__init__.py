@@ -6,6 +6,7 @@ from jmod import (
     distributed,
     errors,
     initializers,
+    interop,
     layers,
     losses,
     metrics,
@@ -26,6 +27,7 @@ from jmod.compile import jit
 from jmod.distributed import DistributedError, ShardingError
 from jmod.errors import (
     CheckpointError,
+    InteropError,
     JmodError,
     LayerCallError,
     ModuleError,
@@ -65,6 +67,7 @@ __all__ = [
     "saving",
     "training",
     "CheckpointError",
+    "InteropError",
     "JmodError",
     "LayerCallError",
     "Module",
@@ -87,6 +90,7 @@ __all__ = [
     "functional_call",
     "grad",
     "initializers",
+    "interop",
     "layers",
     "jit",
     "module",
