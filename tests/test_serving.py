@@ -22,18 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jmod
+import jmod.serving
+from jmod.saved_model import __main__ as cli
+from jmod.serving import batching, errors, json_tensor, servable, server, versions
+from jmod.serving import cli as serving_cli
+from jmod.serving.batching import Batcher
+from jmod.serving.json_tensor import predict_response, request_tensors, tensor_json
+from jmod.serving.versions import ModelVersions
+from tests.guide import MyFlexibleSequentialModule
+from tests.layer_checks import run_docstring_examples
+
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-
-import jmod  # noqa: E402
-import jmod.serving  # noqa: E402
-from jmod.saved_model import __main__ as cli  # noqa: E402
-from jmod.serving import batching, errors, json_tensor, servable, server, versions  # noqa: E402
-from jmod.serving.batching import Batcher  # noqa: E402
-from jmod.serving.json_tensor import predict_response, request_tensors, tensor_json  # noqa: E402
-from jmod.serving.versions import ModelVersions  # noqa: E402
-from tests.guide import MyFlexibleSequentialModule  # noqa: E402
-from tests.layer_checks import run_docstring_examples  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 30
@@ -567,7 +568,7 @@ def test_serve_command_refuses_a_missing_folder_or_a_bare_saved_model(tmp_path, 
 
 @pytest.mark.parametrize(
     "mod",
-    [jmod.serving, batching, errors, json_tensor, servable, server, versions],
+    [jmod.serving, batching, serving_cli, errors, json_tensor, servable, server, versions],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples_run(mod):

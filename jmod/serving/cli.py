@@ -4,7 +4,17 @@ import sys
 
 
 def add_arguments(parser):
-    """Adds the `serve` options (named as TF Serving's flags) to an argparse parser."""
+    """Adds the `serve` options (named as TF Serving's flags) to an argparse parser.
+
+    Example:
+        >>> import argparse
+        >>> from jmod.serving.cli import add_arguments
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["models/m", "--batching", "--max-batch-size", "16"])
+        >>> args.port, args.batching, args.max_batch_size, args.batch_timeout_micros
+        (8501, True, 16, 0)
+    """
     parser.add_argument("model_base_path", help="folder of numbered version folders (1/, 2/, ...)")
     parser.add_argument("--port", type=int, default=8501, help="REST API port (default 8501)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -42,19 +42,37 @@ _TF_DTYPES = {
 
 
 def tf_dtype(dtype):
-    """TensorFlow's enum name for a dtype (`DT_FLOAT` for float32), as in signature metadata."""
+    """TensorFlow's enum name for a dtype (`DT_FLOAT` for float32), as in signature metadata.
+
+    Example:
+        >>> from jmod.serving.json_tensor import tf_dtype
+        >>> tf_dtype("float32"), tf_dtype(np.int64)
+        ('DT_FLOAT', 'DT_INT64')
+    """
     name = jnp.dtype(dtype).name
     return _TF_DTYPES.get(name, ("DT_INVALID", name))[0]
 
 
 def tf_dtype_string(dtype):
-    """TensorFlow's short name for a dtype (`float` for float32), as in its error messages."""
+    """TensorFlow's short name for a dtype (`float` for float32), as in its error messages.
+
+    Example:
+        >>> from jmod.serving.json_tensor import tf_dtype_string
+        >>> tf_dtype_string("float32"), tf_dtype_string("bool")
+        ('float', 'bool')
+    """
     name = jnp.dtype(dtype).name
     return _TF_DTYPES.get(name, ("DT_INVALID", name))[1]
 
 
 def parse_body(body):
-    """The JSON object of a request body (NaN and Infinity allowed, as in TF Serving)."""
+    """The JSON object of a request body (NaN and Infinity allowed, as in TF Serving).
+
+    Example:
+        >>> from jmod.serving.json_tensor import parse_body
+        >>> parse_body(b'{"instances": [NaN, 1]}')
+        {'instances': [nan, 1]}
+    """
     if not body or not body.strip():
         raise ServingError("JSON Parse error: The document is empty")
     try:
@@ -77,6 +95,13 @@ def request_tensors(doc, inputs):
 
     `inputs` maps input names to their dtypes (in the order listed in
     metadata). Shapes are checked later, against the saved signatures.
+
+    Example:
+        >>> from jmod.serving.json_tensor import request_tensors
+        >>> fmt, arrays = request_tensors({"instances": [{"a": [1, 2], "b": 3}]},
+        ...                               {"a": "float32", "b": "int32"})
+        >>> fmt, arrays["a"], arrays["b"]
+        ('row', array([[1., 2.]], dtype=float32), array([3], dtype=int32))
     """
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
@@ -145,6 +170,15 @@ def to_array(value, dtype, where="input"):
 
     Integers are accepted for float inputs; floats are not accepted for
     integer inputs, nor numbers for bool inputs; nested lists must be dense.
+
+    Example:
+        >>> from jmod.serving.json_tensor import to_array
+        >>> to_array([[1, 2]], "float32")
+        array([[1., 2.]], dtype=float32)
+        >>> to_array([1.5], "int32")
+        Traceback (most recent call last):
+        ...
+        jmod.serving.errors.ServingError: input: JSON Value: [1.5] ... not of expected type: int32
     """
     dtype = jnp.dtype(dtype)
     try:
@@ -204,6 +238,14 @@ def predict_response(outputs, fmt):
 
     One output is written bare; several as objects keyed by name (one per
     row in the row format, whose outputs must share their batch size).
+
+    Example:
+        >>> from jmod.serving.json_tensor import predict_response
+        >>> outputs = {"y": np.array([[0.5], [1.5]], np.float32), "k": np.array([1, 2])}
+        >>> predict_response(outputs, "row")
+        b'{"predictions":[{"k":1,"y":[0.5]},{"k":2,"y":[1.5]}]}'
+        >>> predict_response({"y": outputs["y"]}, "columnar")
+        b'{"outputs":[[0.5],[1.5]]}'
     """
     if not outputs:
         raise ServingError.internal("Cannot convert empty tensor map to JSON")
@@ -244,7 +286,13 @@ def predict_response(outputs, fmt):
 
 
 def error_body(message):
-    """TF Serving's error body: `{"error": message}`."""
+    """TF Serving's error body: `{"error": message}`.
+
+    Example:
+        >>> from jmod.serving.json_tensor import error_body
+        >>> error_body("Servable not found for request: Latest(half)")
+        b'{"error": "Servable not found for request: Latest(half)"}'
+    """
     return json.dumps({"error": str(message)}).encode()
 
 
@@ -283,7 +331,13 @@ def _nest(strings, shape):
 
 
 def leaf_strings(arr):
-    """The JSON text of each element of an array, flattened (C order)."""
+    """The JSON text of each element of an array, flattened (C order).
+
+    Example:
+        >>> from jmod.serving.json_tensor import leaf_strings
+        >>> leaf_strings(np.array([[1.0, 0.1], [np.inf, 3e-8]], np.float32))
+        ['1.0', '0.1', 'Infinity', '3e-08']
+    """
     kind = arr.dtype.kind
     flat = arr.ravel()
     if kind == "b":
