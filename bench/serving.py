@@ -107,7 +107,8 @@ def fastapi_app(params_file, model, port):
 
     @app.post("/v1/models/m:predict")
     async def predict(body: dict):
-        x = jnp.asarray(body["instances"], jnp.float32)
+        # np.asarray: jnp.asarray on nested lists converts element by element (10x slower).
+        x = np.asarray(body["instances"], np.float32)
         return {"predictions": np.asarray(forward(params, x)).tolist()}
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
