@@ -313,7 +313,7 @@ def test_new_version_folder_is_served_within_the_polling_interval(scaled):
         _, body = http(scaled.url + "/v1/models/scaled:predict", {"instances": x})
         return body["predictions"] == [[old + 1.0, -2.0 * (old + 1)]]
 
-    wait_for(answer, timeout=20)
+    wait_for(answer, timeout=60)
     states = {
         s["version"]: s["state"]
         for s in http(scaled.url + "/v1/models/scaled")[1]["model_version_status"]
@@ -333,7 +333,7 @@ def test_broken_version_folder_is_reported_and_the_old_one_keeps_serving(scaled)
         status, body = http(scaled.url + f"/v1/models/scaled/versions/{old + 1}")
         return status == 200 and body["model_version_status"][0]
 
-    entry = wait_for(reported, timeout=20)
+    entry = wait_for(reported, timeout=60)
     assert entry["state"] == "END" and entry["status"]["error_code"] != "OK"
     assert "saved_model.json" in entry["status"]["error_message"]
     status, body = http(scaled.url + "/v1/models/scaled:predict", {"inputs": [[1.0, 1.0]]})
