@@ -3,6 +3,8 @@
 A generator's key is a `jmod.Variable`, so under `jmod.jit` it is threaded
 through the compiled computation like any other state: each call draws
 fresh numbers, and a seeded program draws the same ones every run.
+Outside a trace, a draw of a new shape compiles nothing: the values are
+`jax.random`'s, drawn by one program per size bucket (`jmod._sampling`).
 """
 
 import os
@@ -10,7 +12,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from jmod import _scope
+from jmod import _sampling, _scope
 from jmod.module import Module
 from jmod.variables import Variable
 
@@ -49,18 +51,20 @@ class Generator(Module):
 
     def normal(self, shape, mean=0.0, stddev=1.0, dtype=jnp.float32):
         """Normal samples of `shape`."""
-        return mean + stddev * jax.random.normal(self.next_key(), tuple(shape), dtype)
+        x = _sampling.draw("normal", self.next_key(), shape, dtype)
+        return _sampling.finish(_sampling.scale_shift(x, stddev, mean))
 
     def uniform(self, shape, minval=0.0, maxval=1.0, dtype=jnp.float32):
         """Uniform samples in [minval, maxval)."""
         if jnp.issubdtype(dtype, jnp.integer):
             return jax.random.randint(self.next_key(), tuple(shape), minval, maxval, dtype)
-        return jax.random.uniform(self.next_key(), tuple(shape), dtype, minval, maxval)
+        x = _sampling.draw("uniform", self.next_key(), shape, dtype, minval, maxval)
+        return _sampling.finish(x)
 
     def truncated_normal(self, shape, mean=0.0, stddev=1.0, dtype=jnp.float32):
         """Normal samples cut at two standard deviations."""
-        x = jax.random.truncated_normal(self.next_key(), -2.0, 2.0, tuple(shape), dtype)
-        return mean + stddev * x
+        x = _sampling.draw("truncated_normal", self.next_key(), shape, dtype)
+        return _sampling.finish(_sampling.scale_shift(x, stddev, mean))
 
     def bernoulli(self, p, shape):
         """Booleans that are True with probability `p`."""

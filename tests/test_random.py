@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jmod
 
@@ -61,3 +62,96 @@ def test_integer_uniform():
     g = jmod.random.Generator(seed=0)
     x = g.uniform((100,), minval=0, maxval=5, dtype=jnp.int32)
     assert x.dtype == jnp.int32 and int(x.min()) >= 0 and int(x.max()) < 5
+
+
+# -- draws of any shape: jax.random's values, no compilation per shape ---------------
+
+
+def _bits(x):
+    x = np.asarray(x)
+    return x.dtype, x.shape, x.reshape(-1).view(np.uint8).tobytes()
+
+
+def _generator_draws(kind, seed, shape, dtype):
+    g = jmod.random.Generator(seed=seed)
+    if kind == "normal":
+        return g.normal(shape, mean=0.5, stddev=0.25, dtype=dtype)
+    if kind == "uniform":
+        return g.uniform(shape, minval=-0.5, maxval=2.0, dtype=dtype)
+    return g.truncated_normal(shape, mean=0.5, stddev=0.25, dtype=dtype)
+
+
+def _jax_draws(kind, seed, shape, dtype):
+    _, key = jax.random.split(jax.random.key(seed))
+    if kind == "normal":
+        return 0.5 + 0.25 * jax.random.normal(key, shape, dtype)
+    if kind == "uniform":
+        return jax.random.uniform(key, shape, dtype, -0.5, 2.0)
+    return 0.5 + 0.25 * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform", "truncated_normal"])
+@pytest.mark.parametrize("shape, dtype", [((7, 5), jnp.float32), ((3, 2, 4), jnp.bfloat16)])
+def test_draws_are_jax_random_of_the_exact_shape_bit_for_bit(kind, shape, dtype):
+    got = _generator_draws(kind, 3, shape, dtype)
+    assert isinstance(got, jax.Array)
+    assert _bits(got) == _bits(_jax_draws(kind, 3, shape, dtype))
+
+
+def test_module_level_draws_are_jax_random_of_the_exact_shape():
+    jmod.random.set_seed(9)
+    got = [jmod.random.normal((4, 6)), jmod.random.uniform((5,), 1.0, 3.0)]
+    key = jax.random.key(9)
+    key, first = jax.random.split(key)
+    _, second = jax.random.split(key)
+    assert _bits(got[0]) == _bits(jax.random.normal(first, (4, 6)))
+    assert _bits(got[1]) == _bits(jax.random.uniform(second, (5,), jnp.float32, 1.0, 3.0))
+
+
+class _Compilations:
+    """Counts XLA backend compilations while active (a jax.monitoring listener)."""
+
+    active = None
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self):
+        _Compilations.active = self
+        return self
+
+    def __exit__(self, *exc):
+        _Compilations.active = None
+
+
+def _on_duration(event, seconds, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration" and _Compilations.active:
+        _Compilations.active.count += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def test_a_new_shape_in_a_drawn_bucket_compiles_nothing():
+    g = jmod.random.Generator(seed=0)
+    for kind in ("normal", "uniform", "truncated_normal"):
+        getattr(g, kind)((40, 41))  # compiles the 2**12 bucket (and key splitting) once
+    with _Compilations() as compiled:
+        shapes = [(50, 60), (33, 99), (4, 5, 6, 7), (2048,), (61, 62)]
+        draws = [getattr(g, kind)(s) for s in shapes for kind in ("normal", "uniform")]
+        draws.append(g.truncated_normal((17, 19, 3)))
+    assert compiled.count == 0
+    assert [d.shape for d in draws[:2]] == [(50, 60), (50, 60)]
+    assert np.abs(np.asarray(draws[-1])).max() <= 2.0
+
+
+def test_with_threefry_partitionable_off_draws_stay_jax_random_of_the_exact_shape():
+    # Without the flag a longer draw does not start with the shorter one, so
+    # the generator draws the exact shape.
+    with jax.threefry_partitionable(False):
+        x = jmod.random.Generator(seed=2).uniform((6, 7))
+        _, sub = jax.random.split(jax.random.key(2))
+        ref = jax.random.uniform(sub, (6, 7))
+        bucket = jax.random.uniform(sub, (1024,))[:42].reshape(6, 7)
+    assert _bits(x) == _bits(ref)
+    assert _bits(x) != _bits(bucket)
