@@ -108,8 +108,7 @@ class _Plan:
         "module_versions",
         "key",
         "jitted",
-        "leaves",
-        "epoch",
+        "cache",
         "called",
         "own_root",
     )
@@ -152,8 +151,9 @@ class _Plan:
             ),
         )
         self.jitted = None
-        self.leaves = None
-        self.epoch = -1
+        # (write epoch, input values): the values read at that epoch, one
+        # tuple so that a thread never pairs one epoch with another's list.
+        self.cache = (-1, None)
         self.called = False  # a call through this plan completed
         self.own_root = bool(root_names) and root_names[0] == ""
 
@@ -238,16 +238,21 @@ class Compiled:
                         return self._donating_call(plan, args)
                     except (_Retry, _scope.Capture):
                         return self._run(plan, args, None)
-                lock = _scope.lock
-                with lock:
-                    epoch = _scope.epoch
-                    # The input list is reused while no variable was written since.
-                    if plan.epoch == epoch:
-                        leaves = plan.leaves
-                    else:
-                        leaves = plan.leaves = [v._v for v in plan.vars]
-                        plan.epoch = epoch
-                    ticket = _scope.pin(leaves) if _scope._donors else None
+                epoch, leaves = plan.cache
+                ticket = None
+                if epoch != _scope.epoch or _scope._donors:
+                    # No cached inputs from the current epoch (or donation may
+                    # delete what is read): read them under the lock, so no
+                    # write-back is seen half done.
+                    with _scope.lock:
+                        epoch = _scope.epoch
+                        if plan.cache[0] == epoch:
+                            leaves = plan.cache[1]
+                        else:
+                            leaves = [v._v for v in plan.vars]
+                            plan.cache = (epoch, leaves)
+                        if _scope._donors:
+                            ticket = _scope.pin(leaves)
                 try:
                     out, assigned, _ = plan.jitted(leaves, args, None)
                 except (_Retry, _scope.Capture):
@@ -280,8 +285,7 @@ class Compiled:
                 leaves = list(leaves)
                 for i, value in assigned.items():
                     leaves[i] = value
-                plan.leaves = leaves
-                plan.epoch = epoch + 1
+                plan.cache = (epoch + 1, leaves)
             _scope.epoch += 1
 
     def _donating_call(self, plan, dyn, static=None):
