@@ -14,6 +14,7 @@ Example:
 """
 
 from jmod.errors import InteropError
+from jmod.interop.keras import load_keras_weights, model_from_keras
 from jmod.interop.matching import LoadReport
 from jmod.interop.safetensors import load_safetensors, save_safetensors
 from jmod.interop.torch import load_torch_state_dict
@@ -21,7 +22,9 @@ from jmod.interop.torch import load_torch_state_dict
 __all__ = [
     "InteropError",
     "LoadReport",
+    "load_keras_weights",
     "load_safetensors",
     "load_torch_state_dict",
+    "model_from_keras",
     "save_safetensors",
 ]
