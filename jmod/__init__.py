@@ -43,6 +43,7 @@ from jmod.gradients import grad, value_and_grad
 from jmod.models import Input, Model, Sequential
 from jmod.module import Module
 from jmod.optimizer import Optimizer
+from jmod.remat import remat
 from jmod.saved_model import TensorSpec
 from jmod.saved_model.errors import PlatformError, SavedModelError, SavedModelNotFoundError
 from jmod.variables import Variable
@@ -97,6 +98,7 @@ __all__ = [
     "profiler",
     "random",
     "regularizers",
+    "remat",
     "saved_model",
     "summary",
     "value_and_grad",

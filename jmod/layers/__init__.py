@@ -28,6 +28,7 @@ from jmod.layers.pooling import (
     MaxPooling1D,
     MaxPooling2D,
 )
+from jmod.layers.repeat import Repeat
 from jmod.layers.reshaping import Flatten, Reshape
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "Minimum",
     "Multiply",
     "MultiHeadAttention",
+    "Repeat",
     "Reshape",
     "Subtract",
     "dtype_policy",
