@@ -65,7 +65,7 @@ class Scope:
 
     Example:
         >>> v = jmod.Variable(1.0)
-        >>> with Scope([(v, jnp.asarray(5.0))]) as scope:
+        >>> with jmod._scope.Scope([(v, jnp.asarray(5.0))]) as scope:
         ...     v.assign(v * 2)
         >>> float(v), [float(x) for _, x in scope.assignments()]
         (1.0, [10.0])
@@ -181,8 +181,8 @@ def snapshot(variables):
 
     Example:
         >>> v = jmod.Variable([1.0, 2.0])
-        >>> values, ticket = snapshot([v])
-        >>> unpin(ticket); values[0].tolist()
+        >>> values, ticket = jmod._scope.snapshot([v])
+        >>> jmod._scope.unpin(ticket); values[0].tolist()
         [1.0, 2.0]
     """
     with lock:

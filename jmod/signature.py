@@ -10,6 +10,7 @@ def is_number_list(x):
     `jmod.jit` and layers take such a value as one array (`layer([[2.0, 2.0, 2.0]])`).
 
     Example:
+        >>> from jmod.signature import is_number_list
         >>> is_number_list([[1.0, 2.0]]), is_number_list([]), is_number_list([True])
         (True, False, False)
     """

@@ -3,6 +3,7 @@
 import pytest
 
 from jmod import (
+    _scope,
     bridge,
     compile,
     errors,
@@ -11,6 +12,7 @@ from jmod import (
     module,
     optimizer,
     random,
+    signature,
     variables,
 )
 from jmod.layers import layer, policy
@@ -19,8 +21,8 @@ from tests.layer_checks import run_docstring_examples
 
 @pytest.mark.parametrize(
     "mod",
-    [bridge, compile, errors, gradients, initializers, module, optimizer, random, variables,
-     layer, policy],
+    [_scope, bridge, compile, errors, gradients, initializers, module, optimizer, random,
+     signature, variables, layer, policy],
     ids=lambda m: m.__name__,
 )
 def test_docstring_examples_run(mod):
