@@ -3,6 +3,8 @@
 from jmod import (
     activations,
     checkpoint,
+    compilation_cache,
+    constraints,
     distributed,
     errors,
     initializers,
@@ -48,6 +50,9 @@ from jmod.saved_model import TensorSpec
 from jmod.saved_model.errors import PlatformError, SavedModelError, SavedModelNotFoundError
 from jmod.variables import Variable
 
+# Compiled programs are kept on disk across processes (off: JMOD_COMPILATION_CACHE=0).
+compilation_cache.enable_from_environment()
+
 callbacks = training.callbacks  # Keras habit: jmod.callbacks.EarlyStopping
 
 __all__ = [
@@ -61,6 +66,8 @@ __all__ = [
     "Sequential",
     "activations",
     "checkpoint",
+    "compilation_cache",
+    "constraints",
     "distributed",
     "losses",
     "metrics",

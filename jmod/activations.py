@@ -116,6 +116,74 @@ def log_softmax(x, axis=-1):
     return jax.nn.log_softmax(x, axis=axis)
 
 
+def celu(x, alpha=1.0):
+    """`max(x, 0) + min(0, alpha * (exp(x / alpha) - 1))`."""
+    return jax.nn.celu(x, alpha=alpha)
+
+
+def glu(x, axis=-1):
+    """Gated linear unit: `a * sigmoid(b)`, `a` and `b` the halves of `x` along `axis`."""
+    return jax.nn.glu(x, axis=axis)
+
+
+def hard_tanh(x):
+    """`x` clipped to [-1, 1]."""
+    return jax.nn.hard_tanh(x)
+
+
+def log_sigmoid(x):
+    """`log(sigmoid(x))`, computed stably."""
+    return jax.nn.log_sigmoid(x)
+
+
+def sparse_plus(x):
+    """0 below -1, `(x + 1)**2 / 4` in (-1, 1), `x` above 1."""
+    return jax.nn.sparse_plus(x)
+
+
+def squareplus(x, b=4):
+    """`(x + sqrt(x**2 + b)) / 2`, a smooth relu."""
+    return jax.nn.squareplus(x, b=b)
+
+
+def hard_shrink(x, threshold=0.5):
+    """`x` where `|x| > threshold`, else 0."""
+    return jnp.where(jnp.abs(x) > threshold, x, jnp.zeros((), x.dtype))
+
+
+def soft_shrink(x, threshold=0.5):
+    """`x` moved toward 0 by `threshold`, 0 inside [-threshold, threshold]."""
+    zero = jnp.zeros((), x.dtype)
+    return jnp.where(x > threshold, x - threshold, jnp.where(x < -threshold, x + threshold, zero))
+
+
+def tanh_shrink(x):
+    """`x - tanh(x)`."""
+    return x - jnp.tanh(x)
+
+
+def threshold(x, threshold=0.0, default_value=0.0):
+    """`x` where `x > threshold`, else `default_value` (Keras requires both; 0 here by default)."""
+    return jnp.where(x > threshold, x, jnp.asarray(default_value, x.dtype))
+
+
+def sparsemax(x, axis=-1):
+    """The Euclidean projection of `x` onto the simplex along `axis` (sparse probabilities).
+
+    Example:
+        >>> jmod.activations.sparsemax(jnp.array([2.0, 0.0, -1.0])).tolist()
+        [1.0, 0.0, 0.0]
+    """
+    z = jnp.moveaxis(x, axis, -1)
+    ordered = -jnp.sort(-z, axis=-1)
+    cumsum = jnp.cumsum(ordered, axis=-1)
+    r = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    support = ordered - (cumsum - 1) / r > 0
+    k = jnp.sum(support, axis=-1, keepdims=True)
+    tau = (jnp.sum(jnp.where(support, ordered, 0), axis=-1, keepdims=True) - 1) / k.astype(z.dtype)
+    return jnp.moveaxis(jnp.maximum(z - tau, 0), -1, axis)
+
+
 ALL = {
     f.__name__: f
     for f in (
@@ -137,6 +205,17 @@ ALL = {
         exponential,
         softmax,
         log_softmax,
+        celu,
+        glu,
+        hard_tanh,
+        log_sigmoid,
+        sparse_plus,
+        squareplus,
+        hard_shrink,
+        soft_shrink,
+        tanh_shrink,
+        threshold,
+        sparsemax,
     )
 }
 _ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}

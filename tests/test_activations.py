@@ -46,14 +46,56 @@ REFERENCES = {
     "exponential": np.exp,
     "softmax": lambda x: np.exp(x) / np.exp(x).sum(),
     "log_softmax": lambda x: x - np.log(np.exp(x).sum()),
+    "celu": lambda x: np.where(x > 0, x, np.exp(x) - 1),
+    "glu": lambda x: x[: len(x) // 2] * _sigmoid(x[len(x) // 2 :]),
+    "hard_tanh": lambda x: np.clip(x, -1, 1),
+    "log_sigmoid": lambda x: -np.log1p(np.exp(-x)),
+    "sparse_plus": lambda x: np.where(x <= -1, 0, np.where(x >= 1, x, (x + 1) ** 2 / 4)),
+    "squareplus": lambda x: (x + np.sqrt(x**2 + 4)) / 2,
+    "hard_shrink": lambda x: np.where(np.abs(x) > 0.5, x, 0),
+    "soft_shrink": lambda x: np.sign(x) * np.maximum(np.abs(x) - 0.5, 0),
+    "tanh_shrink": lambda x: x - np.tanh(x),
+    "threshold": lambda x: np.where(x > 0, x, 0),
+    "sparsemax": lambda x: _sparsemax_bisection(x),
 }
+
+
+def _sparsemax_bisection(x):
+    """The simplex projection by bisection on tau: sum(max(x - tau, 0)) = 1."""
+    lo, hi = x.min() - 1, x.max()
+    for _ in range(200):
+        tau = (lo + hi) / 2
+        lo, hi = (tau, hi) if np.maximum(x - tau, 0).sum() > 1 else (lo, tau)
+    return np.maximum(x - (lo + hi) / 2, 0)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_activation_matches_numpy_reference(name):
-    got = activations.get(name)(jnp.asarray(X))
+    x = X[:16] if name == "glu" else X  # glu halves its axis
+    got = activations.get(name)(jnp.asarray(x))
     np.testing.assert_allclose(
-        np.asarray(got), REFERENCES[name](X.astype(np.float64)), rtol=1e-5, atol=1e-6
+        np.asarray(got), REFERENCES[name](x.astype(np.float64)), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", sorted(activations.ALL))
+def test_activation_gradient_under_jit_matches_finite_differences(name):
+    # Points away from the kinks (0, +-0.5, +-1), where central differences are exact enough.
+    x = np.array([-2.3, -0.8, -0.3, 0.2, 0.7, 1.6, 2.9, -1.4], np.float32)
+    fn = activations.get(name)
+    weights = np.linspace(0.5, 1.5, x.size).astype(np.float32)
+    weights = weights[: x.size // 2] if name == "glu" else weights
+    loss = lambda v: jnp.sum(fn(v) * weights)
+    grad = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(x)), np.float64)
+    eps = 1e-3
+    numeric = [
+        (float(loss(x + eps * e)) - float(loss(x - eps * e))) / (2 * eps)
+        for e in np.eye(x.size, dtype=np.float32)
+    ]
+    np.testing.assert_allclose(grad, numeric, rtol=2e-2, atol=2e-2)
+    assert (
+        np.asarray(jmod.jit(jax.grad(loss))(jnp.asarray(x))).tolist()
+        == grad.astype(np.float32).tolist()
     )
 
 

@@ -28,6 +28,15 @@ from jmod.layers.pooling import (
     MaxPooling1D,
     MaxPooling2D,
 )
+from jmod.layers.recurrent import (
+    GRU,
+    LSTM,
+    RNN,
+    GRUCell,
+    LSTMCell,
+    SimpleRNN,
+    SimpleRNNCell,
+)
 from jmod.layers.repeat import Repeat
 from jmod.layers.reshaping import Flatten, Reshape
 
@@ -46,6 +55,13 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GRU",
+    "GRUCell",
+    "LSTM",
+    "LSTMCell",
+    "RNN",
+    "SimpleRNN",
+    "SimpleRNNCell",
     "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
     "GlobalMaxPooling1D",

@@ -2,7 +2,7 @@
 
 import math
 
-from jmod import activations, initializers, regularizers
+from jmod import activations, constraints, initializers, regularizers
 from jmod.errors import SerializationError
 from jmod.layers.policy import dtype_policy
 
@@ -17,6 +17,11 @@ def base_config(layer):
     captured = layer.__dict__.get("_jmod_init_args", {})
     if layer.dtype_policy.name != dtype_policy().name or "dtype" in captured:
         config["dtype"] = layer.dtype_policy.name
+    activity = layer.__dict__.get("activity_regularizer")
+    if activity is not None:
+        config["activity_regularizer"] = serialize_regularizer(
+            layer, "activity_regularizer", activity
+        )
     return config
 
 
@@ -116,6 +121,21 @@ def regularizer(layer, label, value):
         raise SerializationError(f"{where(layer)}: {label}: {e}") from None
 
 
+def constraint(layer, label, value):
+    """`constraints.get`, with the layer and argument named in the error."""
+    try:
+        return constraints.get(value)
+    except SerializationError as e:
+        raise SerializationError(f"{where(layer)}: {label}: {e}") from None
+
+
+def serialize_constraint(layer, label, con):
+    try:
+        return constraints.serialize(con)
+    except SerializationError as e:
+        raise SerializationError(f"{where(layer)}: {label}: {e}") from None
+
+
 def serialize_activation(layer, fn):
     try:
         return activations.serialize(fn)
@@ -146,3 +166,47 @@ def window_output_length(size, window, stride, padding, dilation=1):
     if padding == "valid":
         return max(0, (size - (window - 1) * dilation - 1) // stride + 1)
     return math.ceil(size / stride)  # "same" and "causal"
+
+
+def set_weight_options(layer, name, initializer_, regularizer_=None, constraint_=None):
+    """Sets `{name}_initializer`, `{name}_regularizer`, `{name}_constraint` on `layer`, checked."""
+    setattr(layer, f"{name}_initializer", initializer(layer, f"{name}_initializer", initializer_))
+    setattr(layer, f"{name}_regularizer", regularizer(layer, f"{name}_regularizer", regularizer_))
+    setattr(layer, f"{name}_constraint", constraint(layer, f"{name}_constraint", constraint_))
+
+
+def weight_options_config(layer, *names):
+    """The config entries `set_weight_options` reads back, for each weight name."""
+    config = {}
+    for name in names:
+        config[f"{name}_initializer"] = serialize_initializer(
+            layer, f"{name}_initializer", getattr(layer, f"{name}_initializer")
+        )
+        config[f"{name}_regularizer"] = serialize_regularizer(
+            layer, f"{name}_regularizer", getattr(layer, f"{name}_regularizer")
+        )
+        config[f"{name}_constraint"] = serialize_constraint(
+            layer, f"{name}_constraint", getattr(layer, f"{name}_constraint")
+        )
+    return config
+
+
+def add_option_weight(layer, name, shape, trainable=True, initializer_=None):
+    """`layer.add_weight(name, ...)` with the layer's `{name}_*` options."""
+    return layer.add_weight(
+        name,
+        shape,
+        initializer_ or getattr(layer, f"{name}_initializer"),
+        trainable=trainable,
+        regularizer=getattr(layer, f"{name}_regularizer", None),
+        constraint=getattr(layer, f"{name}_constraint", None),
+    )
+
+
+def check_rate(layer, label, value):
+    """A dropout-like rate in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise SerializationError(
+            f"{where(layer)}: {label} must be a number in [0, 1), got {value!r}"
+        )
+    return float(value)

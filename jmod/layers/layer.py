@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmod import _scope, initializers
+from jmod import _scope, constraints, initializers, regularizers
 from jmod.errors import JmodError, LayerCallError, SerializationError
 from jmod.layers.policy import DTypePolicy, dtype_policy
 from jmod.module import Module
@@ -122,6 +122,8 @@ class Layer(Module):
         name: a name; by default a unique snake_case one (`scale`, `scale_1`, ...).
         trainable: whether the layer's variables are trained.
         dtype: a dtype or `DTypePolicy` name (`"mixed_bfloat16"`).
+        activity_regularizer: a `jmod.regularizers` name/object or callable whose
+            penalty of each output (divided by the batch size) is added to `losses`.
     """
 
     _jmod_untracked = frozenset({"input_spec"})
@@ -137,7 +139,19 @@ class Layer(Module):
             cls._jmod_call_takes = frozenset(params)
             cls._jmod_call_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
 
-    def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, **kwargs):
+    def __init__(
+        self,
+        name=None,
+        trainable=True,
+        dtype=None,
+        input_shape=None,
+        activity_regularizer=None,
+        **kwargs,
+    ):
+        if kwargs.get("quantization_config", 0) is None:
+            kwargs.pop("quantization_config")  # written by Keras 3 into every config
+        if isinstance(dtype, dict):  # a Keras 3 DTypePolicy config
+            dtype = dtype.get("config", {}).get("name", dtype)
         if kwargs:
             raise SerializationError(
                 f"{type(self).__name__}: unexpected keyword arguments {sorted(kwargs)}; "
@@ -153,6 +167,8 @@ class Layer(Module):
         self._losses = []
         self._build_shape = None
         self._batch_input_shape = (None, *input_shape) if input_shape is not None else None
+        if activity_regularizer is not None:
+            self.activity_regularizer = regularizers.get(activity_regularizer)
 
     # -- dtype -------------------------------------------------------------------
     @property
@@ -207,6 +223,7 @@ class Layer(Module):
         dtype=None,
         regularizer=None,
         sharding=None,
+        constraint=None,
     ):
         """Creates a variable, attaches it as attribute `name` and returns it.
 
@@ -221,6 +238,8 @@ class Layer(Module):
                 `losses` on every call.
             sharding: a partition spec over the active mesh's axes, e.g.
                 `(None, "model")` (see `jmod.distributed`); None replicates.
+            constraint: a `jmod.constraints` name/object or callable
+                `(value) -> value` applied after each optimizer update.
         """
         dtype = jnp.dtype(dtype or self.dtype)
         if initializer is None:
@@ -243,13 +262,25 @@ class Layer(Module):
             self.__dict__.setdefault("_jmod_frozen", set()).add(id(var))
         if regularizer is not None:
             self.__dict__.setdefault("_jmod_regularizers", []).append((var, regularizer))
+        if constraint is not None:
+            self.__dict__.setdefault("_jmod_constraints", []).append(
+                (var, constraints.get(constraint))
+            )
         setattr(self, name, var)
         return var
 
     @property
     def weights(self):
-        """All variables, as a list (Keras)."""
-        return list(self.variables)
+        """The variables in Keras' order, as a list.
+
+        A layer's own weights as they were created (trainable ones, then
+        non-trainable ones), then each sublayer's in the order the sublayers
+        were assigned: `BatchNormalization` gives gamma, beta, moving_mean,
+        moving_variance, as Keras does. Random generator keys are not
+        weights. `get_weights`/`set_weights` use this order; checkpoints
+        and `variables` keep their paths and sorted order.
+        """
+        return _keras_order(self)
 
     @property
     def trainable_weights(self):
@@ -270,17 +301,23 @@ class Layer(Module):
         return int(sum(np.prod(v.shape, dtype=np.int64) for v in self._param_variables()))
 
     def get_weights(self):
-        """Variable values as NumPy arrays, in `variables` order."""
-        return [np.asarray(v.value) for v in self.variables]
+        """Weight values as NumPy arrays, in `weights` (Keras') order."""
+        return [np.asarray(v.value) for v in self.weights]
 
     def set_weights(self, weights):
-        """Assigns NumPy arrays in `variables` order."""
-        variables = self.variables
+        """Assigns NumPy arrays in `weights` (Keras') order; each shape must match."""
+        variables = self.weights
         if len(weights) != len(variables):
             raise LayerCallError(
                 f"layer {self.name!r}: set_weights got {len(weights)} arrays, the layer has "
-                f"{len(variables)} variables"
+                f"{len(variables)} weights ({[v.name for v in variables]})"
             )
+        for i, (var, w) in enumerate(zip(variables, weights)):
+            if tuple(np.shape(w)) != tuple(var.shape):
+                raise LayerCallError(
+                    f"layer {self.name!r}: set_weights array {i} has shape {tuple(np.shape(w))}, "
+                    f"weight {var.name!r} has shape {tuple(var.shape)}"
+                )
         for var, w in zip(variables, weights):
             var.assign(w)
 
@@ -301,6 +338,17 @@ class Layer(Module):
                 for var, reg in sub.__dict__.get("_jmod_regularizers", ()):
                     out.append(reg(var.value))
         return out
+
+    # -- masks ---------------------------------------------------------------------
+    supports_masking = False
+
+    def compute_mask(self, inputs, mask=None):
+        """The mask of the outputs: `mask` passed on if `supports_masking`, else None.
+
+        Layers that change the steps axis (or make a mask, as
+        `Embedding(mask_zero=True)`) override this.
+        """
+        return mask if self.supports_masking else None
 
     # -- building and calling ------------------------------------------------------
     def build(self, input_shape):
@@ -361,9 +409,14 @@ class Layer(Module):
             self._losses.clear()
             token = _training.set(training)
             try:
-                return self.call(inputs, *args, **kwargs)
+                outputs = self.call(inputs, *args, **kwargs)
             finally:
                 _training.reset(token)
+            activity = self.__dict__.get("activity_regularizer")
+            if activity is not None:
+                for out in jax.tree_util.tree_leaves(outputs):
+                    self.add_loss(activity(out) / out.shape[0] if out.ndim else activity(out))
+            return outputs
         except (JmodError, _scope.Capture, jax.errors.JAXTypeError):
             raise
         except (TypeError, ValueError) as e:
@@ -424,6 +477,47 @@ class Layer(Module):
     def from_config(cls, config):
         """Rebuilds a layer from `get_config()`'s dict."""
         return cls(**config)
+
+
+def _keras_order(layer):
+    # Own weights as created (insertion order of attributes), trainable ones
+    # first, then sublayers depth first in assignment order (Keras' tracking).
+    out, seen_vars, seen_mods = [], set(), set()
+
+    def expand(value):
+        if isinstance(value, (Module, Variable)):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from expand(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from expand(item)
+
+    def visit(module):
+        seen_mods.add(id(module))
+        if isinstance(module, Generator):
+            return
+        untracked = type(module)._jmod_untracked
+        own, subs = [], []
+        for name, value in list(vars(module).items()):
+            if name.startswith("_jmod") or name in untracked:
+                continue
+            for obj in expand(value):
+                (own if isinstance(obj, Variable) else subs).append(obj)
+        frozen = module.__dict__.get("_jmod_frozen", ())
+        for v in [v for v in own if id(v) not in frozen] + [v for v in own if id(v) in frozen]:
+            if id(v) not in seen_vars:
+                seen_vars.add(id(v))
+                out.append(v)
+        for sub in subs:
+            if id(sub) not in seen_mods:
+                visit(sub)
+
+    visit(layer)
+    keys = {id(v) for m in layer.submodules if isinstance(m, Generator) for v in m.variables}
+    rest = [v for v in layer.variables if id(v) not in seen_vars and id(v) not in keys]
+    return out + rest
 
 
 def _plain(value):
