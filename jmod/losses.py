@@ -18,9 +18,9 @@ Example:
     'sparse_categorical_crossentropy'
 """
 
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jmod.module import _snake
 from jmod.training._errors import TrainingError
@@ -61,10 +61,36 @@ def match_rank(y_true, y_pred):
     return y_true, y_pred
 
 
-def _prepare(y_true, y_pred):
+def _misfit(name, y_true, y_pred, needs):
+    return TrainingError(
+        f"loss {name!r}: labels y of shape {tuple(jnp.shape(y_true))} do not fit the model "
+        f"output of shape {tuple(jnp.shape(y_pred))}: {needs}"
+    )
+
+
+def _prepare(y_true, y_pred, name, same_shape=False):
+    """Float inputs at the same rank; labels must fit the output (checked on static shapes).
+
+    With `same_shape`, labels must have the output's shape (as Keras 3 asks of
+    crossentropies); otherwise they may broadcast against it (a `(B, 1)`
+    target for a `(B, n)` output), never enlarge it.
+    """
     y_pred = _float(y_pred)
     y_true = jnp.asarray(y_true).astype(y_pred.dtype)
-    return match_rank(y_true, y_pred)
+    t, p = match_rank(y_true, y_pred)
+    if same_shape:
+        if t.shape != p.shape:
+            raise _misfit(name, y_true, y_pred, "this loss needs labels of the output's shape")
+    else:
+        try:
+            fits = jnp.broadcast_shapes(t.shape, p.shape) == p.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise _misfit(
+                name, y_true, y_pred, "labels must have the output's shape (or broadcast to it)"
+            )
+    return t, p
 
 
 def _mean_last(values):
@@ -90,7 +116,7 @@ def mean_squared_error(y_true, y_pred):
         >>> jmod.losses.mean_squared_error(jnp.array([[0.0, 2.0]]), jnp.array([[1.0, 1.0]]))
         Array([1.], dtype=float32)
     """
-    y_true, y_pred = _prepare(y_true, y_pred)
+    y_true, y_pred = _prepare(y_true, y_pred, "mean_squared_error")
     return _mean_last(jnp.square(y_pred - y_true))
 
 
@@ -101,7 +127,7 @@ def mean_absolute_error(y_true, y_pred):
         >>> jmod.losses.mean_absolute_error(jnp.array([[0.0, 2.0]]), jnp.array([[1.0, 1.0]]))
         Array([1.], dtype=float32)
     """
-    y_true, y_pred = _prepare(y_true, y_pred)
+    y_true, y_pred = _prepare(y_true, y_pred, "mean_absolute_error")
     return _mean_last(jnp.abs(y_pred - y_true))
 
 
@@ -114,7 +140,7 @@ def huber(y_true, y_pred, delta=1.0):
         >>> jmod.losses.huber(jnp.array([[0.0, 0.0]]), jnp.array([[0.5, 3.0]]))
         Array([1.3125], dtype=float32)
     """
-    y_true, y_pred = _prepare(y_true, y_pred)
+    y_true, y_pred = _prepare(y_true, y_pred, "huber")
     error = jnp.abs(y_pred - y_true)
     quadratic = jnp.minimum(error, delta)
     linear = error - quadratic
@@ -129,7 +155,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
         >>> round(float(out[0]), 4)    # -log(0.5)
         0.6931
     """
-    y_true, y_pred = _prepare(y_true, y_pred)
+    y_true, y_pred = _prepare(y_true, y_pred, "binary_crossentropy", same_shape=True)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
     if from_logits:
@@ -155,6 +181,14 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     """
     y_pred = _float(y_pred)
     y_true = jnp.asarray(y_true).astype(y_pred.dtype)
+    if y_true.shape != y_pred.shape:
+        raise _misfit(
+            "categorical_crossentropy",
+            y_true,
+            y_pred,
+            "one-hot labels need the output's shape (integer labels take "
+            "sparse_categorical_crossentropy)",
+        )
     if label_smoothing:
         classes = y_pred.shape[axis]
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / classes
@@ -179,6 +213,15 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
     """
     y_pred = _float(y_pred)
     labels = _sparse_labels(y_true, y_pred)
+    classes = jnp.shape(y_pred)[axis] if jnp.ndim(y_pred) else None
+    if classes is None or labels.shape != jnp.shape(jnp.moveaxis(y_pred, axis, -1))[:-1]:
+        raise _misfit(
+            "sparse_categorical_crossentropy",
+            y_true,
+            y_pred,
+            "integer labels need the output's shape without its class axis "
+            "(one-hot labels take categorical_crossentropy)",
+        )
     if from_logits:
         log_p = jax.nn.log_softmax(y_pred, axis=axis)
     else:
@@ -423,6 +466,80 @@ class SparseCategoricalCrossentropy(LossFunctionWrapper):
             name=name,
             from_logits=bool(from_logits),
             axis=int(axis),
+        )
+
+
+# -- checking labels before training --------------------------------------------------
+
+
+def check_labels(loss, y_true, y_pred):
+    """Raises `TrainingError` if labels like `y_true` do not fit outputs like `y_pred` for `loss`.
+
+    Both may be arrays or `jax.ShapeDtypeStruct`s: the loss is traced
+    abstractly (nothing is computed), so `fit` runs this once, on the host,
+    before its first step. The error names the loss, the label shape and the
+    output shape.
+
+    Example:
+        >>> y = jax.ShapeDtypeStruct((16, 5), "float32")
+        >>> check_labels(get("binary_crossentropy"), y, jax.ShapeDtypeStruct((16, 1), "float32"))
+        Traceback (most recent call last):
+        ...
+        jmod.errors.TrainingError: loss 'binary_crossentropy': labels y of shape (16, 5) ...
+    """
+    try:
+        jax.eval_shape(loss.call, y_true, y_pred)
+    except TrainingError as e:
+        name = getattr(loss, "name", None)
+        message = str(e)
+        if name and message.startswith("loss '"):  # the function's name: the object's instead
+            message = message[message.index("': ") + 3 :]
+        raise TrainingError(f"loss {name!r}: {message}" if name else message) from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainingError(
+            f"loss {getattr(loss, 'name', loss)!r}: labels y of shape "
+            f"{tuple(y_true.shape)} do not fit the model output of shape "
+            f"{tuple(y_pred.shape)}: {type(e).__name__}: {first}"
+        ) from None
+
+
+def sparse_classes(loss, y_pred_shape):
+    """The number of classes integer labels index for `loss` (sparse crossentropy), else None.
+
+    Example:
+        >>> sparse_classes(get("sparse_categorical_crossentropy"), (16, 5))
+        5
+        >>> sparse_classes(get("mse"), (16, 5)) is None
+        True
+    """
+    fn = getattr(loss, "fn", None)
+    if fn is not sparse_categorical_crossentropy or not y_pred_shape:
+        return None
+    return int(y_pred_shape[loss.fn_kwargs.get("axis", -1)])
+
+
+def check_label_range(labels, classes, name):
+    """Raises `TrainingError` unless every label is an integer in `[0, classes)` (host-side).
+
+    Example:
+        >>> check_label_range(np.array([0, 4, 12]), 5, "sparse_categorical_crossentropy")
+        Traceback (most recent call last):
+        ...
+        jmod.errors.TrainingError: loss 'sparse_categorical_crossentropy': ...
+    """
+    labels = np.asarray(labels)
+    if not labels.size:
+        return
+    low, high = labels.min(), labels.max()
+    bad = low < 0 or high >= classes
+    if not bad and not np.issubdtype(labels.dtype, np.integer):
+        bad = not np.array_equal(labels, np.rint(labels))
+    if bad:
+        raise TrainingError(
+            f"loss {name!r}: integer labels must lie in [0, {classes}) for an output of "
+            f"{classes} classes; the labels y range over [{low}, {high}]"
+            + ("" if np.issubdtype(labels.dtype, np.integer) else " (or are not whole numbers)")
         )
 
 

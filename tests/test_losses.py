@@ -147,3 +147,57 @@ def test_bad_reduction_is_an_error_naming_the_loss():
 
 def test_docstring_examples_run():
     run_examples(losses)
+
+
+# -- labels that do not fit ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fn, y_true, y_pred",
+    [
+        (losses.mean_squared_error, (4, 3), (4, 2)),
+        (losses.mean_absolute_error, (4, 2), (4, 1)),
+        (losses.huber, (4, 3), (4, 2)),
+        (losses.binary_crossentropy, (4, 5), (4, 1)),
+        (losses.categorical_crossentropy, (4, 3), (4, 5)),
+        (losses.categorical_crossentropy, (4,), (4, 5)),
+        (losses.sparse_categorical_crossentropy, (4, 2), (4, 5)),
+        (losses.sparse_categorical_crossentropy, (3,), (4, 5)),
+    ],
+)
+def test_labels_that_do_not_fit_raise_training_error_naming_loss_and_shapes(fn, y_true, y_pred):
+    message = (
+        f"loss '{fn.__name__}': labels y of shape {y_true} do not fit the model output of "
+        f"shape {y_pred}"
+    )
+    with pytest.raises(TrainingError) as info:
+        fn(jnp.zeros(y_true), jnp.zeros(y_pred))
+    assert str(info.value).startswith(message)
+    with pytest.raises(TrainingError) as info:  # the same under jit, at trace time
+        jax.jit(fn)(jnp.zeros(y_true), jnp.zeros(y_pred))
+    assert str(info.value).startswith(message)
+
+
+def test_check_labels_names_the_loss_object_and_traces_nothing():
+    loss = losses.BinaryCrossentropy(name="bce_head")
+    t, p = jax.ShapeDtypeStruct((16, 5), "float32"), jax.ShapeDtypeStruct((16, 1), "float32")
+    with pytest.raises(TrainingError, match=r"^loss 'bce_head': labels y of shape \(16, 5\)"):
+        losses.check_labels(loss, t, p)
+    losses.check_labels(loss, p, p)  # fits: no error
+
+    def quartic(y_true, y_pred):  # a custom loss: its own broadcasting error, named
+        return jnp.mean((y_pred - y_true) ** 4, axis=-1)
+
+    with pytest.raises(TrainingError, match=r"^loss 'quartic': labels y of shape \(16, 3\) .*"
+                       r"\(16, 5\): TypeError"):  # fmt: skip
+        losses.check_labels(losses.get(quartic), jnp.zeros((16, 3)), jnp.zeros((16, 5)))
+
+
+def test_check_label_range_matches_numpy_bounds():
+    name = "sparse_categorical_crossentropy"
+    losses.check_label_range(np.array([0, 4, 2]), 5, name)
+    losses.check_label_range(np.array([0.0, 4.0]), 5, name)  # whole floats are labels too
+    for bad in ([0, 5], [-1, 2], [0.5, 1.0]):
+        with pytest.raises(TrainingError, match=r"must lie in \[0, 5\)"):
+            losses.check_label_range(np.array(bad), 5, name)
+    assert losses.sparse_classes(losses.SparseCategoricalCrossentropy(axis=1), (8, 7, 2)) == 7

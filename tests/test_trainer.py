@@ -459,3 +459,99 @@ def test_docstring_examples_run():
         jmod.training._errors,
     ):
         run_examples(module)
+
+
+# -- labels that do not fit the loss: refused on the host before any step -----------------
+
+
+def _classifier(units):
+    return jmod.Sequential([jmod.Input(shape=[4]), Dense(units)])
+
+
+X16 = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "loss, units, y, shapes",
+    [
+        ("mse", 5, np.zeros((16, 3), np.float32), r"\(16, 3\) do not fit the model output of "
+         r"shape \(16, 5\)"),
+        ("mse", 1, np.zeros((16, 5), np.float32), r"\(16, 5\) .* \(16, 1\)"),
+        # Keras 3 raises here too: "Arguments `target` and `output` must have the same shape".
+        ("binary_crossentropy", 1, np.zeros((16, 5), np.float32), r"\(16, 5\) .* \(16, 1\): "
+         "this loss needs labels of the output's shape"),
+        ("categorical_crossentropy", 5, np.zeros((16, 3), np.float32), r"\(16, 3\) .* \(16, 5\)"),
+        ("sparse_categorical_crossentropy", 5, np.zeros((16, 2), np.int32), r"\(16, 2\) .* "
+         r"\(16, 5\): integer labels need the output's shape without its class axis"),
+    ],
+    ids=["mse", "mse-wider-labels", "bce", "cce", "scce"],
+)  # fmt: skip
+def test_labels_that_do_not_fit_the_loss_fail_before_any_step(loss, units, y, shapes):
+    model = _classifier(units)
+    model.compile("sgd", loss=loss)
+    with pytest.raises(TrainingError, match=f"^loss '{losses_name(loss)}': labels y of shape "):
+        model.fit(X16, y, verbose=0)
+    with pytest.raises(TrainingError, match=shapes):
+        model.evaluate(X16, y, verbose=0)
+    assert model.train_function is None and model.test_function is None  # never traced
+
+
+def losses_name(loss):
+    return jmod.losses.get(loss).name
+
+
+def test_labels_that_fit_still_train_as_before():
+    # (B,) labels against a (B, 1) output, and (B, 1) targets broadcast over a (B, 3) output.
+    for units, y in [(1, np.ones(16, np.float32)), (3, np.ones((16, 1), np.float32))]:
+        model = _classifier(units)
+        model.compile("sgd", loss="mse")
+        history = model.fit(X16, y, verbose=0)
+        assert len(history.history["loss"]) == 1
+        pred = np.asarray(model.predict(X16, verbose=0))
+        expected = np.mean((pred - y.reshape(16, -1)) ** 2)
+        np.testing.assert_allclose(model.evaluate(X16, y, verbose=0), expected, rtol=1e-5)
+
+
+def test_sparse_labels_out_of_range_are_refused_for_arrays_and_each_batch_of_an_iterable():
+    model = _classifier(5)
+    model.compile("sgd", loss="sparse_categorical_crossentropy")
+    labels = np.arange(16, dtype=np.int32) % 5
+    labels[7] = 12
+    with pytest.raises(TrainingError, match=r"must lie in \[0, 5\) .* range over \[0, 12\]"):
+        model.fit(X16, labels, batch_size=4, verbose=0)
+    assert model.train_function is None
+    with pytest.raises(TrainingError, match=r"range over \[-1, 4\]"):
+        model.evaluate(X16, np.where(labels == 12, -1, labels), verbose=0)
+    with pytest.raises(TrainingError, match=r"\(or are not whole numbers\)"):
+        model.fit(X16, labels.clip(0, 4) + 0.5, verbose=0)
+    seen = []
+
+    def batches():
+        for start in range(0, 16, 4):
+            seen.append(start)
+            yield X16[start : start + 4], labels[start : start + 4]
+
+    with pytest.raises(TrainingError, match=r"range over \[0, 12\]"):  # the batch with the 12
+        model.fit(batches(), verbose=0)
+    assert seen == [0, 4]  # stopped at that batch, before stepping on it
+
+
+def test_labels_are_checked_once_per_data_signature_not_per_step(monkeypatch):
+    calls = []
+    real = jmod.losses.check_labels
+    monkeypatch.setattr(jmod.losses, "check_labels", lambda *a: calls.append(1) or real(*a))
+    model = _classifier(1)
+    model.compile("sgd", loss="mse")
+    y = np.ones((16, 1), np.float32)
+    model.fit(
+        X16,
+        y,
+        batch_size=4,
+        epochs=3,
+        validation_data=(X16[:8], y[:8]),
+        validation_batch_size=8,
+        verbose=0,
+    )
+    assert len(calls) == 2  # the train batches' signature and the validation batches'
+    model.evaluate(X16, y, batch_size=4, verbose=0)
+    assert len(calls) == 2  # same signature as training: checked already

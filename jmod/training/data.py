@@ -318,6 +318,9 @@ class IterableData:
             self.steps = len(source)
         self.class_weight = class_weight
         self.exhausted = False
+        # Called with each batch's labels y before it is used (`fit` sets it
+        # to check sparse labels' range, on the host).
+        self.batch_check = None
         self._first = None
         self.batch_size = None
         self.treedef = None
@@ -347,6 +350,8 @@ class IterableData:
 
     def _prepare(self, batch):
         x, y, w = unpack(batch)
+        if self.batch_check is not None and y is not None:
+            self.batch_check(y)
         w = _apply_class_weight(x, y, w, self.class_weight)
         leaves, treedef = flatten(x, y, w)
         n = count_samples(leaves, "a batch from the data iterable")

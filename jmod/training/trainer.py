@@ -53,6 +53,7 @@ class _TrainerState:
         self.context = Context()
         self.functions = {}
         self.stop_training = False
+        self.label_checks = {}
 
 
 def _verbosity(verbose):
@@ -219,6 +220,7 @@ class TrainerMixin:
         state.steps_per_execution = steps_per_execution
         state.steps = {}
         state.functions = {}
+        state.label_checks = {}
 
     def _require_compiled(self, what):
         if not self.compiled:
@@ -302,9 +304,38 @@ class TrainerMixin:
             if not state.objectives.built:
                 _, y, _ = data.first()
                 state.objectives.build(y, getattr(self, "output_names", None))
+            self._check_labels(data, kind)
         if k is None:
             k = state.steps_per_execution if kind != "predict" else 1
         return self._step_for(kind, data.treedef, k)
+
+    def _check_labels(self, data, kind):
+        """Labels that do not fit the compiled losses fail here, on the host, before any step.
+
+        Shapes are checked once per data signature (the model and the losses
+        traced abstractly); sparse labels' range over the whole array data
+        now, or over each batch of an iterable as it is prepared.
+        """
+        state = self._trainer()
+        default = TrainerMixin.train_step if kind == "train" else TrainerMixin.test_step
+        custom = getattr(type(self), f"{kind}_step", default) is not default
+        if custom or getattr(data, "labels_checked", False):
+            return  # a custom step may use the labels its own way
+        data.labels_checked = True
+        x, y, _ = data.first()
+        if y is None:
+            return
+        leaves = jax.tree_util.tree_leaves((x, y))
+        key = (data.treedef, tuple((np.shape(a), np.dtype(a.dtype).name) for a in leaves))
+        if key not in state.label_checks:
+            state.label_checks[key] = _label_check(self, state.objectives, x, y)
+        check = state.label_checks[key]
+        if check is None:
+            return
+        if isinstance(data, data_lib.ArrayData):
+            check(jax.tree_util.tree_unflatten(data.treedef, data.leaves)[1])
+        else:
+            data.batch_check = check
 
     def _step_for(self, kind, treedef, k):
         state = self._trainer()
@@ -597,6 +628,42 @@ class TrainerMixin:
         return jax.tree_util.tree_map(
             lambda *parts: np.concatenate([np.asarray(p) for p in parts])[keep], *outputs
         )
+
+
+def _label_check(model, objectives, x, y):
+    """Checks labels like `y` against the compiled losses; returns the per-batch range check.
+
+    The model's output shapes come from tracing it abstractly on `x` (no
+    computation); None is returned when there is nothing to check per batch.
+    """
+    from jmod import losses
+    from jmod.bridge import functional_call
+
+    if not objectives.__dict__.get("_jmod_outputs"):
+        return None
+    try:
+        state = model.state()
+        pred = jax.eval_shape(lambda x: functional_call(model, state, x, training=False)[0], x)
+    except Exception:  # what the model cannot do, its first step reports
+        return None
+    spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype)  # noqa: E731
+    ranges = []
+    for i, (out, t, p) in enumerate(objectives._pairs(jax.tree_util.tree_map(spec, y), pred)):
+        if out.loss is None:
+            continue
+        losses.check_labels(out.loss, t, p)
+        classes = losses.sparse_classes(out.loss, p.shape)
+        if classes is not None:
+            ranges.append((i, classes, out.loss.name))
+    if not ranges:
+        return None
+
+    def check_ranges(y):
+        pairs = objectives._pairs(y, pred)
+        for i, classes, name in ranges:
+            losses.check_label_range(pairs[i][1], classes, name)
+
+    return check_ranges
 
 
 def _data_parallel(leaves, mask, k):
