@@ -2,7 +2,13 @@
 
 from jmod.layers.activation import Activation
 from jmod.layers.attention import MultiHeadAttention
-from jmod.layers.conv import Conv1D, Conv2D
+from jmod.layers.conv import Conv1D, Conv2D, Conv3D
+from jmod.layers.conv_transpose import (
+    Conv1DTranspose,
+    Conv2DTranspose,
+    DepthwiseConv2D,
+    SeparableConv2D,
+)
 from jmod.layers.dense import Dense
 from jmod.layers.dropout import Dropout
 from jmod.layers.embedding import Embedding
@@ -49,7 +55,11 @@ __all__ = [
     "BatchNormalization",
     "Concatenate",
     "Conv1D",
+    "Conv1DTranspose",
     "Conv2D",
+    "Conv2DTranspose",
+    "Conv3D",
+    "DepthwiseConv2D",
     "DTypePolicy",
     "Dense",
     "Dropout",
@@ -77,6 +87,7 @@ __all__ = [
     "MultiHeadAttention",
     "Repeat",
     "Reshape",
+    "SeparableConv2D",
     "Subtract",
     "dtype_policy",
     "reset_names",

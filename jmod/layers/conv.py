@@ -7,7 +7,7 @@ from jmod.errors import SerializationError
 from jmod.layers import _common as c
 from jmod.layers.layer import InputSpec, Layer
 
-_SPATIAL = {1: "W", 2: "HW"}
+_SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
 
 class _Conv(Layer):
@@ -31,10 +31,14 @@ class _Conv(Layer):
         bias_initializer="zeros",
         kernel_regularizer=None,
         bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         rank = self.rank
+        self.kernel_constraint = c.constraint(self, "kernel_constraint", kernel_constraint)
+        self.bias_constraint = c.constraint(self, "bias_constraint", bias_constraint)
         self.filters = c.check_int(self, "filters", filters)
         self.kernel_size = c.int_tuple(self, "kernel_size", kernel_size, rank)
         self.strides = c.int_tuple(self, "strides", strides, rank)
@@ -76,10 +80,15 @@ class _Conv(Layer):
             (*self.kernel_size, channels // self.groups, self.filters),
             self.kernel_initializer,
             regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
         )
         if self.use_bias:
             self.add_weight(
-                "bias", (self.filters,), self.bias_initializer, regularizer=self.bias_regularizer
+                "bias",
+                (self.filters,),
+                self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
             )
         self.input_spec = InputSpec(ndim=self.rank + 2, axes={self._channel_axis: channels})
 
@@ -145,6 +154,12 @@ class _Conv(Layer):
             "bias_regularizer": c.serialize_regularizer(
                 self, "bias_regularizer", self.bias_regularizer
             ),
+            "kernel_constraint": c.serialize_constraint(
+                self, "kernel_constraint", self.kernel_constraint
+            ),
+            "bias_constraint": c.serialize_constraint(
+                self, "bias_constraint", self.bias_constraint
+            ),
         }
 
 
@@ -174,6 +189,7 @@ class Conv1D(_Conv):
         use_bias: whether to add a bias per filter.
         kernel_initializer, bias_initializer: initializers of the weights.
         kernel_regularizer, bias_regularizer: penalties added to `losses`.
+        kernel_constraint, bias_constraint: applied after each optimizer update.
     """
 
     rank = 1
@@ -203,6 +219,26 @@ class Conv2D(_Conv):
         use_bias: whether to add a bias per filter.
         kernel_initializer, bias_initializer: initializers of the weights.
         kernel_regularizer, bias_regularizer: penalties added to `losses`.
+        kernel_constraint, bias_constraint: applied after each optimizer update.
     """
 
     rank = 2
+
+
+class Conv3D(_Conv):
+    """3-D convolution over `(batch, depth, height, width, channels)` volumes.
+
+    The kernel has shape `(kd, kh, kw, in_channels // groups, filters)`.
+
+    Example:
+        >>> layer = jmod.layers.Conv3D(2, 3, padding="same")
+        >>> layer(jnp.ones((1, 4, 4, 4, 1))).shape
+        (1, 4, 4, 4, 2)
+
+    Args:
+        filters, kernel_size, strides, padding, data_format, dilation_rate,
+        groups, activation, use_bias, initializers, regularizers, constraints:
+        as `Conv2D`, with three spatial axes.
+    """
+
+    rank = 3

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 
+from jmod.errors import SerializationError
 from jmod.layers import _common as c
 from jmod.layers.layer import InputSpec, Layer
 
@@ -17,8 +18,8 @@ class Dense(Layer):
         >>> layer = jmod.layers.Dense(2, activation="relu")
         >>> layer(jnp.ones((4, 3))).shape
         (4, 2)
-        >>> [v.shape for v in layer.weights]   # bias, kernel
-        [(2,), (3, 2)]
+        >>> [v.shape for v in layer.weights]   # kernel, bias: Keras' order
+        [(3, 2), (2,)]
 
     Args:
         units: size of the output's last axis, an int >= 1.
@@ -32,6 +33,9 @@ class Dense(Layer):
         kernel_sharding: a partition spec for the kernel over the active mesh,
             e.g. `(None, "model")` for model parallelism (`jmod.distributed`).
         bias_sharding: the same for the bias.
+        kernel_constraint, bias_constraint: a `jmod.constraints` name/object or
+            callable applied after each optimizer update (`"max_norm"`, ...).
+        lora_rank, lora_alpha: Keras config keys; only None is accepted.
     """
 
     def __init__(
@@ -45,9 +49,19 @@ class Dense(Layer):
         bias_regularizer=None,
         kernel_sharding=None,
         bias_sharding=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        lora_rank=None,
+        lora_alpha=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if lora_rank is not None:
+            raise SerializationError(
+                f"{c.where(self)}: lora_rank is not supported, got {lora_rank}"
+            )
+        self.kernel_constraint = c.constraint(self, "kernel_constraint", kernel_constraint)
+        self.bias_constraint = c.constraint(self, "bias_constraint", bias_constraint)
         self.units = c.check_int(self, "units", units)
         # Partition specs over the active mesh's axes (jmod.distributed).
         self.kernel_sharding = tuple(kernel_sharding) if kernel_sharding is not None else None
@@ -70,6 +84,7 @@ class Dense(Layer):
             self.kernel_initializer,
             regularizer=self.kernel_regularizer,
             sharding=self.kernel_sharding,
+            constraint=self.kernel_constraint,
         )
         if self.use_bias:
             self.add_weight(
@@ -78,6 +93,7 @@ class Dense(Layer):
                 self.bias_initializer,
                 regularizer=self.bias_regularizer,
                 sharding=self.bias_sharding,
+                constraint=self.bias_constraint,
             )
         self.input_spec = InputSpec(min_ndim=2, axes={-1: in_dim})
 
@@ -107,6 +123,12 @@ class Dense(Layer):
             ),
             "bias_regularizer": c.serialize_regularizer(
                 self, "bias_regularizer", self.bias_regularizer
+            ),
+            "kernel_constraint": c.serialize_constraint(
+                self, "kernel_constraint", self.kernel_constraint
+            ),
+            "bias_constraint": c.serialize_constraint(
+                self, "bias_constraint", self.bias_constraint
             ),
             **({"kernel_sharding": list(self.kernel_sharding)} if self.kernel_sharding else {}),
             **({"bias_sharding": list(self.bias_sharding)} if self.bias_sharding else {}),
