@@ -16,11 +16,13 @@ Example:
 from jmod.errors import InteropError
 from jmod.interop.keras import load_keras_weights, model_from_keras
 from jmod.interop.matching import LoadReport
+from jmod.interop.onnx import export_onnx
 from jmod.interop.safetensors import load_safetensors, save_safetensors
 from jmod.interop.torch import load_torch_state_dict
 
 __all__ = [
     "InteropError",
+    "export_onnx",
     "LoadReport",
     "load_keras_weights",
     "load_safetensors",
