@@ -31,9 +31,9 @@ def rename(mapping, key):
     matches keeps its name.
 
     Example:
-        >>> rename({r"encoder\\.(\\d+)": r"blocks/\\1"}, "encoder.3")
+        >>> jmod.interop.matching.rename({r"encoder\\.(\\d+)": r"blocks/\\1"}, "encoder.3")
         'blocks/3'
-        >>> rename(lambda k: k.upper(), "fc")
+        >>> jmod.interop.matching.rename(lambda k: k.upper(), "fc")
         'FC'
     """
     if mapping is None:
@@ -57,7 +57,7 @@ class LoadReport:
     """What a load matched, and what it left unmatched on either side.
 
     Example:
-        >>> r = LoadReport("w.safetensors")
+        >>> r = jmod.interop.LoadReport("w.safetensors")
         >>> r.matched.append(("fc.weight", "dense/kernel", (3, 2), "transposed"))
         >>> r.unused.append(("fc.extra", (4,)))
         >>> r.consumed

@@ -43,14 +43,15 @@ def _open(path):
 def read_tensors(path):
     """All tensors of a `.safetensors` file as an ordered `{name: numpy array}`.
 
-    Tensors come in the file's byte order, which is the order they were saved in.
+    Tensors come in the file's byte order (the safetensors writers order by
+    dtype, then name: the order a model listed them in is not kept).
 
     Example:
         >>> import safetensors.numpy, tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "w.safetensors")
         >>> safetensors.numpy.save_file({"b": np.zeros(2), "a": np.ones(3)}, p)
-        >>> {k: v.shape for k, v in read_tensors(p).items()}
-        {'b': (2,), 'a': (3,)}
+        >>> {k: v.shape for k, v in jmod.interop.safetensors.read_tensors(p).items()}
+        {'a': (3,), 'b': (2,)}
     """
     with _open(path) as f:
         keys = _write_order(path, f.keys())
@@ -61,11 +62,7 @@ def read_tensors(path):
 
 
 def _write_order(path, keys):
-    """`keys` in the order their bytes lie in the file: the order they were saved in.
-
-    The library lists keys sorted by name, which puts `10.weight` before
-    `2.weight`; structural matching needs the saved order.
-    """
+    """`keys` in the order their bytes lie in the file (the library lists them by name)."""
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(n))
@@ -80,7 +77,7 @@ def save_safetensors(model, path, metadata=None):
         >>> model = jmod.Sequential([jmod.Input(shape=[3]), jmod.layers.Dense(2)])
         >>> p = os.path.join(tempfile.mkdtemp(), "m.safetensors")
         >>> p = jmod.interop.save_safetensors(model, p)
-        >>> sorted(read_tensors(p))
+        >>> sorted(jmod.interop.safetensors.read_tensors(p))
         ['layers/dense/bias', 'layers/dense/kernel']
 
     Args:

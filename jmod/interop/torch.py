@@ -48,7 +48,7 @@ def group_state_dict(state_dict):
 
     Example:
         >>> sd = {"0.weight": np.ones((2, 3)), "0.bias": np.ones(2), "2.weight": np.ones((1, 2))}
-        >>> [(p, list(t)) for p, t in group_state_dict(sd)]
+        >>> [(p, list(t)) for p, t in jmod.interop.torch.group_state_dict(sd)]
         [('0', ['weight', 'bias']), ('2', ['weight'])]
     """
     groups = OrderedDict()
@@ -174,9 +174,9 @@ def torch_kinds(tensors):
     """The PyTorch module types a group of tensors can come from, by names and ranks.
 
     Example:
-        >>> sorted(torch_kinds({"weight": np.ones((4, 3))}))   # no bias: either
+        >>> sorted(jmod.interop.torch.torch_kinds({"weight": np.ones((4, 3))}))   # no bias: either
         ['Embedding', 'Linear']
-        >>> torch_kinds({"weight": np.ones((4, 3, 3, 3)), "bias": np.ones(4)})
+        >>> jmod.interop.torch.torch_kinds({"weight": np.ones((4, 3, 3, 3)), "bias": np.ones(4)})
         {'Conv'}
     """
     names = set(tensors) - set(_IGNORED)
