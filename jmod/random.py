@@ -4,7 +4,8 @@ A generator's key is a `jmod.Variable`, so under `jmod.jit` it is threaded
 through the compiled computation like any other state: each call draws
 fresh numbers, and a seeded program draws the same ones every run.
 Outside a trace, a draw of a new shape compiles nothing: the values are
-`jax.random`'s, drawn by one program per size bucket (`jmod._sampling`).
+`jax.random`'s, drawn in chunks by one program per distribution and dtype
+(`jmod._sampling`).
 """
 
 import os

@@ -90,8 +90,16 @@ def _jax_draws(kind, seed, shape, dtype):
     return 0.5 + 0.25 * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
 
 
-@pytest.mark.parametrize("kind", ["normal", "uniform", "truncated_normal"])
-@pytest.mark.parametrize("shape, dtype", [((7, 5), jnp.float32), ((3, 2, 4), jnp.bfloat16)])
+@pytest.mark.parametrize(
+    "kind, shape, dtype",
+    [
+        ("normal", (7, 5), jnp.float32),
+        ("uniform", (7, 5), jnp.float32),
+        ("truncated_normal", (7, 5), jnp.float32),
+        ("normal", (3, 2, 4), jnp.bfloat16),
+        ("uniform", (300, 250), jnp.float32),  # more than one chunk
+    ],
+)
 def test_draws_are_jax_random_of_the_exact_shape_bit_for_bit(kind, shape, dtype):
     got = _generator_draws(kind, 3, shape, dtype)
     assert isinstance(got, jax.Array)
@@ -132,12 +140,12 @@ def _on_duration(event, seconds, **kwargs):
 jax.monitoring.register_event_duration_secs_listener(_on_duration)
 
 
-def test_a_new_shape_in_a_drawn_bucket_compiles_nothing():
+def test_a_new_shape_compiles_nothing():
     g = jmod.random.Generator(seed=0)
     for kind in ("normal", "uniform", "truncated_normal"):
-        getattr(g, kind)((40, 41))  # compiles the 2**12 bucket (and key splitting) once
+        getattr(g, kind)((40, 41))  # compiles the chunk program (and key splitting) once
     with _Compilations() as compiled:
-        shapes = [(50, 60), (33, 99), (4, 5, 6, 7), (2048,), (61, 62)]
+        shapes = [(50, 60), (33, 99), (4, 5, 6, 7), (2048,), (300, 250)]
         draws = [getattr(g, kind)(s) for s in shapes for kind in ("normal", "uniform")]
         draws.append(g.truncated_normal((17, 19, 3)))
     assert compiled.count == 0
@@ -146,12 +154,12 @@ def test_a_new_shape_in_a_drawn_bucket_compiles_nothing():
 
 
 def test_with_threefry_partitionable_off_draws_stay_jax_random_of_the_exact_shape():
-    # Without the flag a longer draw does not start with the shorter one, so
+    # Without the flag the bits of an element depend on the draw's size, so
     # the generator draws the exact shape.
     with jax.threefry_partitionable(False):
         x = jmod.random.Generator(seed=2).uniform((6, 7))
         _, sub = jax.random.split(jax.random.key(2))
         ref = jax.random.uniform(sub, (6, 7))
-        bucket = jax.random.uniform(sub, (1024,))[:42].reshape(6, 7)
+        longer = jax.random.uniform(sub, (1024,))[:42].reshape(6, 7)
     assert _bits(x) == _bits(ref)
-    assert _bits(x) != _bits(bucket)
+    assert _bits(x) != _bits(longer)
