@@ -152,3 +152,10 @@ def test_files_that_are_not_what_they_claim(tmp_path):
         z.writestr("readme.txt", "hello")
     with pytest.raises(InteropError, match=r"o.keras: a .keras archive holds model.weights.h5"):
         load_keras_weights(model, other_zip)
+
+
+def test_docstring_examples_run():
+    from jmod.interop import keras as keras_mod
+    from tests.layer_checks import run_docstring_examples
+
+    run_docstring_examples(keras_mod)

@@ -78,3 +78,10 @@ def test_transformer_block_exports(tmp_path):
 def test_unbuilt_model_is_a_clear_error(tmp_path):
     with pytest.raises(InteropError, match="no variables yet"):
         export_onnx(jmod.Sequential([layers.Dense(2)]), str(tmp_path / "x.onnx"), [None, 3])
+
+
+def test_docstring_examples_run():
+    from jmod.interop import onnx as onnx_mod
+    from tests.layer_checks import run_docstring_examples
+
+    run_docstring_examples(onnx_mod)

@@ -39,7 +39,8 @@ def keras_key(cls_name):
     """Keras' name for a layer's group in a weights file: its class name in snake_case.
 
     Example:
-        >>> keras_key("Conv2D"), keras_key("MultiHeadAttention"), keras_key("InputLayer")
+        >>> key = jmod.interop.keras.keras_key
+        >>> key("Conv2D"), key("MultiHeadAttention"), key("InputLayer")
         ('conv2d', 'multi_head_attention', 'input_layer')
     """
     name = re.sub(r"\W+", "", cls_name)
