@@ -52,17 +52,17 @@ print(json.dumps(out))
 
 
 def _overlapping_blocks(directory):
-    """4096 blocks of (256, 256) float32 (1 MiB each) tiling a (16384, 16384) value, one offset."""
+    """4096 blocks of (512, 512) float32 (1 MiB each) tiling a 4 GiB value, all at one offset."""
     path = str(directory / "blocks")
-    _format.write_checkpoint(path, {"w": np.zeros((256, 256), np.float32)})
+    _format.write_checkpoint(path, {"w": np.zeros((512, 512), np.float32)})
     index = _format.read_index(path)
     e = index.entries["w"]
     pieces = tuple(
-        _format.Entry("w", "float32", (256, 256), 0, e.offset, e.length, e.crc32, start=(r, c))
-        for r in range(0, 16384, 256)
-        for c in range(0, 16384, 256)
+        _format.Entry("w", "float32", (512, 512), 0, e.offset, e.length, e.crc32, start=(r, c))
+        for r in range(0, 32768, 512)
+        for c in range(0, 32768, 512)
     )
-    whole = _format.Entry("w", "float32", (16384, 16384), -1, 0, 16384**2 * 4, (), pieces=pieces)
+    whole = _format.Entry("w", "float32", (32768, 32768), -1, 0, 32768**2 * 4, (), pieces=pieces)
     data = bytearray(_format.encode_index(_format.Index(2, index.uid, 1, 1 << 24, {"w": whole})))
     with open(_format.index_path(path), "wb") as f:
         f.write(data)
@@ -161,6 +161,8 @@ def results(tmp_path_factory):
 def _size(path):
     if os.path.isfile(path):
         return os.path.getsize(path)
+    if os.path.isfile(path + ".index"):  # a checkpoint prefix
+        return sum(os.path.getsize(path + s) for s in (".index", ".data-00000-of-00001"))
     total = 0
     for root, _, files in os.walk(path):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
