@@ -50,7 +50,7 @@ class _Seeded(Initializer):
     def _key(self):
         if self.seed is None:
             return jrandom.next_key()
-        return jax.random.key(self.seed)
+        return jrandom._seed_key(self.seed)
 
     def get_config(self):
         return {"seed": self.seed}

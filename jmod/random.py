@@ -12,6 +12,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jmod import _sampling, _scope
 from jmod.module import Module
@@ -19,7 +20,28 @@ from jmod.variables import Variable
 
 
 def _key_data(seed):
+    # threefry2x32's key for a seed in [0, 2**31) is [0, seed]: made on the host,
+    # it costs no compilation (jax.random.key compiles two programs).
+    if (
+        isinstance(seed, int)
+        and 0 <= seed < 2**31
+        and jax.config.jax_default_prng_impl == "threefry2x32"
+        and _sampling.eager()
+    ):
+        return jax.device_put(np.array([0, seed], np.uint32))
     return jax.random.key_data(jax.random.key(seed))
+
+
+def _seed_key(seed):
+    """`jax.random.key(seed)`."""
+    return jax.random.wrap_key_data(_key_data(seed))
+
+
+@jax.jit
+def _split(data):
+    # Split and unstack in one program (eagerly they are two).
+    key, sub = jax.random.split(jax.random.wrap_key_data(data))
+    return jax.random.key_data(key), sub
 
 
 class Generator(Module):
@@ -46,8 +68,8 @@ class Generator(Module):
 
     def next_key(self):
         """A fresh `jax.random` key; advances the stream."""
-        key, sub = jax.random.split(jax.random.wrap_key_data(self.key.value))
-        self.key.assign(jax.random.key_data(key))
+        data, sub = _split(self.key.value)
+        self.key.assign(data)
         return sub
 
     def normal(self, shape, mean=0.0, stddev=1.0, dtype=jnp.float32):
