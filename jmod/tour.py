@@ -281,6 +281,29 @@ def train_a_classifier():
     show("train step traces", model.train_function.trace_count)
 
 
+@step
+def pytorch_weights():
+    """interop: a PyTorch state_dict loads into the same model built in jmod."""
+    try:
+        import numpy as np
+        import torch
+    except ImportError:
+        show("PyTorch", "not installed: step skipped (pip install torch to see it)")
+        return
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    model = jmod.Sequential(
+        [jmod.Input(shape=[3]), jmod.layers.Dense(8, activation="relu"), jmod.layers.Dense(2)]
+    )
+    report = jmod.interop.load_torch_state_dict(model, net.state_dict())
+    key, path, shape, how = report.matched[0]
+    show("paired by structure", f"{key} -> {path} {shape}, {how}")
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    show("same outputs as PyTorch", bool(np.allclose(model(x), want, atol=1e-5)))
+
+
 def main():
     print(f"jmod {jmod.__version__} on {jax.devices()[0].platform}")
     steps = list(STEPS)
