@@ -1,5 +1,6 @@
 """`Sequential`: layers in a row, built from an Input, an input_shape, build() or the first call."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -118,3 +119,90 @@ def test_subclass_with_its_own_constructor_saves_its_arguments():
     assert model.get_config() == {"name": "stack", "trainable": True, "width": 5}
     clone = jmod.saving.deserialize(jmod.saving.serialize(model))
     assert type(clone) is Stack and clone.output_shape == (None, 5)
+
+
+# -- an eager call runs as one compiled computation -----------------------------------
+
+
+class _Compilations:
+    """Counts XLA backend compilations while active (a jax.monitoring listener)."""
+
+    active = None
+
+    def __enter__(self):
+        self.count = 0
+        _Compilations.active = self
+        return self
+
+    def __exit__(self, *exc):
+        _Compilations.active = None
+
+
+def _on_duration(event, seconds, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration" and _Compilations.active:
+        _Compilations.active.count += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def test_first_call_of_builtin_layers_compiles_one_program():
+    Sequential([Dense(2)])(jnp.ones((1, 2)))  # random-number programs, compiled once
+    model = Sequential([Dense(w, activation="relu") for w in (5, 6, 7, 8, 9, 10)])
+    x = np.random.default_rng(1).normal(size=(4, 3)).astype(np.float32)
+    with _Compilations() as compiled:
+        out = model(x)
+    assert compiled.count == 1  # op by op: 18 programs (matmul, add, relu per layer)
+    np.testing.assert_allclose(out, _mlp_np(model, x), rtol=1e-5, atol=1e-6)
+    with _Compilations() as compiled:
+        again = model(x + 1)
+    assert compiled.count == 0
+    np.testing.assert_allclose(again, _mlp_np(model, x + 1), rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_call_updates_batch_norm_statistics_like_numpy():
+    model = Sequential([jmod.layers.BatchNormalization(momentum=0.5)])
+    x = np.random.default_rng(2).normal(2.0, 3.0, size=(16, 4)).astype(np.float32)
+    out = np.asarray(model(x, training=True))
+    bn = model.layers[0]
+    mean, var = x.mean(0), x.var(0)
+    np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_mean.value, 0.5 * mean, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(model(x)),
+        (x - 0.5 * mean) / np.sqrt(bn.moving_variance.value + 1e-3),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_ambient_training_flag_reaches_a_nested_compiled_sequential():
+    inner = Sequential([jmod.layers.Dropout(0.5)])
+
+    class Outer(jmod.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = inner
+
+        def call(self, x, training=None):
+            return self.inner(x)
+
+    outer, ones = Outer(), np.ones((1, 400), np.float32)
+    assert (np.asarray(outer(ones, training=True)) == 0).any()
+    np.testing.assert_array_equal(outer(ones, training=False), ones)
+    assert (np.asarray(outer(ones, training=True)) == 0).any()
+
+
+def test_custom_layers_keep_running_op_by_op():
+    calls = []
+
+    class Shout(jmod.layers.Layer):
+        def call(self, x):
+            calls.append(type(x).__name__)
+            return x * 2.0
+
+    model = Sequential([Dense(3), Shout()])
+    model(jnp.ones((2, 3)))  # the build traces the layers symbolically first
+    model(jnp.ones((2, 3)))
+    eager = [kind for kind in calls if "Tracer" not in kind]
+    assert len(eager) == 2
