@@ -135,7 +135,11 @@ class Optimizer(Module):
         self.slots = slots
         if self.__dict__["_jmod_options"].use_ema:
             self.ema = {
-                p: Variable(named[p].value, trainable=False, name=p.replace("/", "_") + "_average")
+                p: Variable(
+                    jnp.copy(named[p].value),  # its own buffer (donated separately)
+                    trainable=False,
+                    name=p.replace("/", "_") + "_average",
+                )
                 for p in paths
             }
         self.__dict__["_jmod_paths"] = list(paths)

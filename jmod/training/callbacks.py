@@ -693,3 +693,6 @@ class LambdaCallback(Callback):
             if not name.startswith("on_") or not hasattr(Callback, name):
                 raise TrainingError(f"LambdaCallback: unknown hook {name!r}")
             setattr(self, name, fn)
+
+
+from jmod.training.ema import SwapEMAWeights  # noqa: E402, F401 (a Keras 3 callback)

@@ -108,7 +108,7 @@ class TrainerMixin:
     def optimizer(self, value):
         state = self._trainer()
         if value is not None and not isinstance(value, Optimizer):
-            value = Optimizer(self, optimizers.get(value))
+            value = optimizers.make(self, value)
         state.optimizer = value
         state.steps, state.functions = {}, {}
 
@@ -175,6 +175,7 @@ class TrainerMixin:
         metrics=None,
         loss_weights=None,
         steps_per_execution=1,
+        auto_scale_loss=True,
     ):
         """Sets the optimizer, loss and metrics that `fit` and `evaluate` use.
 
@@ -201,6 +202,12 @@ class TrainerMixin:
             loss_weights: per-output weights of the total loss (list or dict).
             steps_per_execution: run this many train steps per compiled call
                 (one `lax.scan`): less Python per step, callbacks see every k-th.
+            auto_scale_loss: under the `mixed_float16` policy, scale the loss
+                dynamically (as Keras' LossScaleOptimizer) unless the optimizer
+                says otherwise. Keras' optimizer options (`clipnorm`,
+                `gradient_accumulation_steps`, `use_ema`, ...) come with a
+                `jmod.Optimizer(model, tx, ...)` or a Keras-style spec such as
+                `jmod.training.optimizers.Adam(1e-3, global_clipnorm=1.0)`.
         """
         state = self._trainer()
         if isinstance(optimizer, Optimizer):
@@ -211,7 +218,7 @@ class TrainerMixin:
                 )
             state.optimizer = optimizer
         else:
-            state.optimizer = Optimizer(self, optimizers.get(optimizer))
+            state.optimizer = optimizers.make(self, optimizer, auto_scale_loss)
         if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
             raise TrainingError(
                 f"steps_per_execution must be a positive int, got {steps_per_execution!r}"
@@ -267,9 +274,10 @@ class TrainerMixin:
         def loss_fn(model):
             y_pred = model(x, training=True)
             total, parts = model._losses_of(y, y_pred, sample_weight)
-            return total, (y_pred, parts)
+            # Differentiated scaled (loss scaling); the optimizer unscales the gradients.
+            return self.optimizer.scale_loss(total), (total, y_pred, parts)
 
-        (total, (y_pred, parts)), grads = value_and_grad(loss_fn, has_aux=True)(self)
+        (_, (total, y_pred, parts)), grads = value_and_grad(loss_fn, has_aux=True)(self)
         self.optimizer.update(grads)
         objectives.update_losses(total, parts, self._count(y_pred))
         return self.compute_metrics(x, y, y_pred, sample_weight)
@@ -496,6 +504,8 @@ class TrainerMixin:
             cbs.on_epoch_end(epoch, epoch_logs)
             if state.stop_training:
                 break
+        if state.optimizer is not None and epochs > initial_epoch:
+            state.optimizer.finalize_variable_values()  # EMA weights, as Keras' fit
         cbs.on_train_end(epoch_logs)
         return history
 
