@@ -173,9 +173,9 @@ def test_checkpoint_listing_shows_keys_shapes_and_dtypes(tmp_path):
     path = checkpoint.Checkpoint(model=m).write(str(tmp_path / "ckpt"))
     listing = _render.render_checkpoint(path)
     keys = [k for k, _, _ in listing.entries]
-    assert keys == sorted(["model/" + p for p, _ in m.named_variables()] + ["save_counter"])
+    assert keys == sorted(["model/" + p for p, _ in m.named_variables()])
     assert ("model/table/scale", (2,), "bfloat16") in listing.entries
-    assert repr(listing) == f"<CheckpointListing {path!r}: 7 values>"
+    assert repr(listing) == f"<CheckpointListing {path!r}: 6 values>"
     html = listing._repr_html_()
     assert "<treescope-container" in html
     for key, shape, dtype in listing.entries:
