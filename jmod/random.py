@@ -20,11 +20,11 @@ from jmod.variables import Variable
 
 
 def _key_data(seed):
-    # threefry2x32's key for a seed in [0, 2**31) is [0, seed]: made on the host,
+    # threefry2x32's key for a seed in [0, 2**32) is [0, seed]: made on the host,
     # it costs no compilation (jax.random.key compiles two programs).
     if (
         isinstance(seed, int)
-        and 0 <= seed < 2**31
+        and 0 <= seed < 2**32
         and jax.config.jax_default_prng_impl == "threefry2x32"
         and _sampling.eager()
     ):

@@ -168,9 +168,9 @@ def test_with_threefry_partitionable_off_draws_stay_jax_random_of_the_exact_shap
 def test_seeding_gives_jax_random_key_without_compiling():
     jmod.random.Generator(seed=0)
     with _Compilations() as compiled:
-        generators = [jmod.random.Generator(seed=s) for s in (1, 42, 2**31 - 1)]
+        generators = [jmod.random.Generator(seed=s) for s in (1, 42, 2**31, 2**32 - 1)]
     assert compiled.count == 0
-    for g, seed in zip(generators, (1, 42, 2**31 - 1)):
+    for g, seed in zip(generators, (1, 42, 2**31, 2**32 - 1)):
         np.testing.assert_array_equal(g.key.value, jax.random.key_data(jax.random.key(seed)))
     big = jmod.random.Generator(seed=-5)  # outside the host rule: jax.random.key
     np.testing.assert_array_equal(big.key.value, jax.random.key_data(jax.random.key(-5)))
