@@ -11,6 +11,8 @@ import os
 import struct
 from collections import OrderedDict
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jmod.errors import InteropError
@@ -61,12 +63,62 @@ def read_tensors(path):
             raise InteropError(f"{path}: damaged safetensors file ({e})") from None
 
 
-def _write_order(path, keys):
-    """`keys` in the order their bytes lie in the file (the library lists them by name)."""
+_SAFETENSORS_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
+    "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}  # fmt: skip
+_FLOATS = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+
+
+def _header(path):
+    """`{name: (dtype, shape, start, end)}` from the JSON header; byte ranges are absolute.
+
+    Called after `_open`, whose library call has validated the header.
+    """
     with open(path, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(n))
-    return sorted(keys, key=lambda k: header[k]["data_offsets"][0])
+    base = 8 + n
+    return {
+        k: (v["dtype"], tuple(v["shape"]), base + v["data_offsets"][0], base + v["data_offsets"][1])
+        for k, v in header.items()
+        if k != "__metadata__"
+    }
+
+
+def _read_into(path, header, pairs):
+    """Reads each `(key, path, Variable, dtype)` tensor's bytes and assigns it, one at a time.
+
+    The bytes go into a 64-byte-aligned buffer that `jax.device_put` takes on
+    the CPU without a copy: one copy from the file, as a raw read makes (the
+    library's `get_tensor` and then `jnp.asarray` would make two).
+    """
+    numpy_dtypes = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for key, target, var, file_dtype in pairs:
+            _, shape, start, end = header[key]
+            raw = np.empty(end - start + 64, np.uint8)
+            first = -raw.ctypes.data % 64
+            buf = raw[first : first + end - start]
+            view, offset = memoryview(buf), start
+            while view:
+                got = os.preadv(fd, [view], offset)
+                if got == 0:
+                    raise InteropError(f"{path}: damaged safetensors file: {key!r} is cut short")
+                view, offset = view[got:], offset + got
+            array = buf.view(jnp.dtype(numpy_dtypes[file_dtype]).newbyteorder("<")).reshape(shape)
+            var.assign(jax.device_put(matching.to_value(array, var, target, path)))
+    finally:
+        os.close(fd)
+
+
+def _write_order(path, keys):
+    """`keys` in the order their bytes lie in the file (the library lists them by name)."""
+    header = _header(path)
+    return sorted(keys, key=lambda k: header[k][2])
 
 
 def save_safetensors(model, path, metadata=None):
@@ -143,11 +195,15 @@ def load_safetensors(model, path, mapping=None, strict=True):
             "before loading weights into it"
         )
     report = matching.LoadReport(os.path.basename(path))
-    pending, loaded = [], set()
-    with _open(path) as f:
-        for key in _write_order(path, f.keys()):
+    # Everything is checked from the header first; then each tensor is read,
+    # cast and assigned on its own, so the model's old and new values never
+    # coexist beyond one tensor (peak memory: one model plus one tensor).
+    pairs, loaded = [], set()
+    with _open(path) as f:  # the library validates the header and the byte ranges
+        header = _header(path)
+        for key in sorted(f.keys(), key=lambda k: header[k][2]):
+            file_dtype, shape = header[key][:2]
             target = matching.rename(mapping, key)
-            shape = tuple(f.get_slice(key).get_shape())
             if target is None:
                 report.ignored.append(key)
                 continue
@@ -160,14 +216,17 @@ def load_safetensors(model, path, mapping=None, strict=True):
                     f"{path}: tensor {key!r} has shape {matching.shape_str(shape)}, the "
                     f"variable {target} is {matching.shape_str(var.shape)}"
                 )
-            try:
-                array = f.get_tensor(key)
-            except Exception as e:
-                raise InteropError(f"{path}: damaged safetensors file at {key!r} ({e})") from None
-            pending.append((var, matching.to_value(array, var, target, path)))
+            var_dtype = np.dtype(var.dtype)
+            if file_dtype != _SAFETENSORS_DTYPES.get(var_dtype.name) and not (
+                file_dtype in _FLOATS and np.issubdtype(var_dtype, np.inexact)
+            ):
+                raise InteropError(
+                    f"{path}: tensor {key!r} is {file_dtype}, the variable {target} is "
+                    f"{var_dtype.name}; only floating-point values are cast"
+                )
+            pairs.append((key, target, var, file_dtype))
             loaded.add(target)
-            how = "" if key == target else "renamed"
-            report.matched.append((key, target, shape, how))
+            report.matched.append((key, target, shape, "" if key == target else "renamed"))
     report.missing = [(p, tuple(v.shape)) for p, v in named.items() if p not in loaded]
     if strict and report.unused and not report.matched:
         raise InteropError(
@@ -177,5 +236,5 @@ def load_safetensors(model, path, mapping=None, strict=True):
             "otherwise rename with mapping="
         )
     report.check(strict)
-    matching.assign_all(pending)
+    _read_into(path, header, pairs)
     return report
