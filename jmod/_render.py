@@ -425,7 +425,7 @@ def render_checkpoint(path) -> CheckpointListing:
         >>> ckpt = jmod.Checkpoint(model=m)
         >>> path = ckpt.write(os.path.join(tempfile.mkdtemp(), "ckpt"))
         >>> render_checkpoint(path)
-        <CheckpointListing '...ckpt': 2 values>
+        <CheckpointListing '...ckpt': 1 values>
     """
     from jmod import checkpoint
     from jmod.checkpoint import _format

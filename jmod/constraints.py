@@ -126,8 +126,8 @@ class NonNeg(Constraint):
     """Sets negative weights to zero.
 
     Example:
-        >>> jmod.constraints.NonNeg()(jnp.array([-1.0, 2.0])).tolist()
-        [0.0, 2.0]
+        >>> jmod.constraints.NonNeg()(jnp.array([-1.0, 2.0])).tolist() == [0.0, 2.0]  # -0.0 too
+        True
     """
 
     def __call__(self, w):
@@ -234,8 +234,8 @@ def apply(module, paths=None):
         >>> _ = layer(jnp.ones((1, 2)))
         >>> layer.kernel.assign(jnp.array([[-1.0], [2.0]]))
         >>> jmod.constraints.apply(layer)
-        >>> layer.kernel.value.ravel().tolist()
-        [0.0, 2.0]
+        >>> layer.kernel.value.ravel().tolist() == [0.0, 2.0]
+        True
     """
     modules = [module, *getattr(module, "submodules", ())]
     pairs = [p for m in modules for p in m.__dict__.get("_jmod_constraints", ())]

@@ -22,16 +22,13 @@ def config_round_trip(layer):
 
 
 def run_docstring_examples(module):
-    """Runs the `>>>` examples of `module`'s docstrings; asserts at least one ran and all pass."""
-    globs = {"jmod": jmod, "jnp": jnp, "jax": jax, "np": np}
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    tests = [t for t in finder.find(module, module.__name__, globs=globs) if t.examples]
+    """Asserts `module` has docstring examples.
+
+    pytest runs them itself (`--doctest-modules` over jmod/, pyproject), once
+    per suite; running them here too would double their cost.
+    """
+    tests = [t for t in doctest.DocTestFinder().find(module, module.__name__) if t.examples]
     assert tests, f"{module.__name__} has no examples"
-    for test in tests:
-        runner.run(test)
-    result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} docstring examples of {module.__name__} failed"
 
 
 @contextlib.contextmanager

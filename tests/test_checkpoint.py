@@ -515,17 +515,10 @@ def test_async_write_errors_surface_in_wait(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["_format", "checkpoint", "manager", "__init__"])
-def test_docstring_examples_run(name):
+def test_docstring_examples_exist(name):
+    # pytest's --doctest-modules runs them (pyproject).
     import doctest
     import importlib
 
-    if not hasattr(jmod, "Checkpoint"):
-        pytest.skip("jmod.Checkpoint is not re-exported from jmod/__init__.py yet")
     module = importlib.import_module("jmod.checkpoint" + ("" if name == "__init__" else f".{name}"))
-    globs = {**vars(module), "jmod": jmod, "jnp": jnp, "np": np}
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    tests = [t for t in doctest.DocTestFinder().find(module, globs=globs) if t.examples]
-    assert tests
-    for test in tests:
-        runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0
+    assert [t for t in doctest.DocTestFinder().find(module) if t.examples]

@@ -233,11 +233,7 @@ def test_without_treescope_notebooks_fall_back_to_repr():
     assert _run_python(script) == "True True <Module 'module': 1 variables>"
 
 
-def test_docstring_examples_run():
-    globs = {**vars(_render), "jmod": jmod, "np": np, "jnp": jnp}
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    tests = [t for t in doctest.DocTestFinder().find(_render, globs=globs) if t.examples]
+def test_docstring_examples_exist():
+    # pytest's --doctest-modules runs them (pyproject).
+    tests = [t for t in doctest.DocTestFinder().find(_render) if t.examples]
     assert len(tests) >= 4
-    for test in tests:
-        runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0
