@@ -677,19 +677,20 @@ class Compiled:
         specs = [_spec(x) for x in dyn]
 
         def probe(found, leaves):
-            jax.eval_shape(self._traced_fn(found, static), [_spec(x) for x in leaves], specs)
+            traced = self._traced_fn(found, static)
+            _, _, created = jax.eval_shape(traced, [_spec(x) for x in leaves], specs)
+            if created:
+                raise TraceError(
+                    f"{self.__qualname__}: the call creates variables; call it once "
+                    "(to build its modules) before exporting it"
+                )
             return found
 
         plan = self._lowering_call(plan, probe)
         traced = self._traced_fn(plan, static)
 
         def pure(leaves, arrays):
-            out, assigned, created = traced(leaves, arrays)
-            if created:
-                raise TraceError(
-                    f"{self.__qualname__}: the call creates variables; call it once "
-                    "(to build its modules) before exporting it"
-                )
+            out, assigned, _ = traced(leaves, arrays)
             return out, {plan.paths[i]: value for i, value in assigned.items()}
 
         pure.__name__ = getattr(self._fn, "__name__", "fn")
