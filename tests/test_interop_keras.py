@@ -99,6 +99,21 @@ def test_model_from_keras_rebuilds_functional_attention_block(saved):
     np.testing.assert_allclose(np.asarray(model(X_SEQ)), saved["block"], atol=1e-5)
 
 
+def test_keras_lstm_and_gru_weights_load(tmp_path):
+    x = RNG.normal(size=(2, 6, 4)).astype("float32")
+    for kind in ("LSTM", "GRU"):
+        k = randomize(keras.Sequential([
+            keras.Input((6, 4)), getattr(keras.layers, kind)(8), keras.layers.Dense(2),
+        ]))  # fmt: skip
+        k.save_weights(tmp_path / f"{kind}.weights.h5")
+        j = jmod.Sequential([jmod.Input(shape=[6, 4]), getattr(layers, kind)(8), layers.Dense(2)])
+        report = load_keras_weights(j, tmp_path / f"{kind}.weights.h5")
+        assert report.consumed and len(report.matched) == 5
+        np.testing.assert_allclose(
+            np.asarray(j(x)), np.asarray(k.predict(x, verbose=0)), atol=1e-5, err_msg=kind
+        )
+
+
 def test_unknown_layer_is_named_and_nothing_runs(tmp_path):
     k = keras.Sequential([
         keras.Input((3,)), keras.layers.Dense(2), keras.layers.GaussianNoise(0.1, name="noisy"),

@@ -113,7 +113,22 @@ class Encoder(jmod.Module):
         return self.head(jnp.mean(self.encoder(self.embed(ids)), axis=1))
 
 
-PORTS = {"mlp": jmod_mlp, "cnn": jmod_cnn, "cnn1d": jmod_cnn1d, "transformer": Encoder}
+def jmod_recurrent(kind):
+    # nn.LSTM / nn.GRU(4, 8, batch_first=True), the last step into Linear(8, 2).
+    return lambda: jmod.Sequential(
+        [jmod.Input(shape=[6, 4]), getattr(layers, kind)(8), layers.Dense(2)]
+    )
+
+
+PORTS = {
+    "mlp": jmod_mlp,
+    "cnn": jmod_cnn,
+    "cnn1d": jmod_cnn1d,
+    "transformer": Encoder,
+    "lstm": jmod_recurrent("LSTM"),
+    "gru": jmod_recurrent("GRU"),
+}
+ALL = list(PORTS)
 
 
 def to_jmod_layout(name, x):
@@ -164,7 +179,7 @@ def sgd_step(model, x, y, lr):
 # -- outputs and one SGD step, from the fixtures -----------------------------------------
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn1d", "transformer"])
+@pytest.mark.parametrize("name", ALL)
 def test_pytorch_weights_give_pytorch_outputs(name):
     _, ref = fixture(name)
     model, report = loaded(name)
@@ -173,7 +188,7 @@ def test_pytorch_weights_give_pytorch_outputs(name):
     np.testing.assert_allclose(np.asarray(got), ref["out"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn1d", "transformer"])
+@pytest.mark.parametrize("name", ALL)
 def test_one_sgd_step_lands_on_pytorch_weights(name):
     path, ref = fixture(name)
     x = to_jmod_layout(name, ref["x"])
@@ -197,6 +212,10 @@ def test_one_sgd_step_lands_on_pytorch_weights(name):
             # jmod's the biased one: undo the n / (n - 1) on the batch part.
             n = x.size // x.shape[-1]
             want = 0.9 * before[p] + (want - 0.9 * before[p]) * (n - 1) / n
+        if name == "lstm" and p.endswith("cell/bias"):
+            # One jmod bias is PyTorch's bias_ih + bias_hh; torch's SGD moves each of
+            # the two by the same gradient, so their sum moves twice as far.
+            want = (want + before[p]) / 2
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"{key} -> {p}")
     assert any(not np.allclose(before[p], np.asarray(v.value)) for p, v in model.named_variables())
 
@@ -247,6 +266,19 @@ def test_attention_in_proj_splits_into_query_key_value():
     np.testing.assert_array_equal(np.asarray(attn.key_kernel.value), w[16:32].T.reshape(16, 4, 4))
     b = raw["encoder.self_attn.in_proj_bias"]
     np.testing.assert_array_equal(np.asarray(attn.value_bias.value), b[32:].reshape(4, 4))
+
+
+def test_gru_gates_are_reordered_to_update_reset_new():
+    path, _ = fixture("gru")
+    model, _ = loaded("gru")
+    import safetensors.numpy
+
+    raw = safetensors.numpy.load_file(path)
+    r, z, n = np.split(raw["rnn.weight_ih_l0"], 3)
+    kernel = np.asarray(model.layers[0].cell.kernel.value)
+    np.testing.assert_array_equal(kernel, np.concatenate([z, r, n]).T)
+    bias = np.asarray(model.layers[0].cell.bias.value)
+    np.testing.assert_array_equal(bias[1, :8], raw["rnn.bias_hh_l0"][8:16])  # update gate
 
 
 def test_in_memory_state_dict_of_numpy_arrays_loads():
@@ -346,7 +378,7 @@ def test_mapping_pairs_modules_the_order_gets_wrong():
 # -- live, against an installed PyTorch ----------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer", "gru"])
 def test_live_pt_file_and_module_load_and_match(name, tmp_path):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (not in CI)")
     script = torch_script()

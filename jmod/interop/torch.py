@@ -12,6 +12,7 @@ converted by the rule for the jmod layer's type:
     LayerNorm             -> LayerNormalization   weight, bias -> gamma, beta
     Embedding             -> Embedding            weight -> embeddings
     MultiheadAttention    -> MultiHeadAttention   packed in_proj -> query/key/value (E, heads, dim)
+    LSTM / GRU (1 layer)  -> LSTM / GRU           weight_ih/hh.T; GRU gates (r, z, n) -> (z, r, n)
 
 The pure part (`group_state_dict`, `convert_group`) works on NumPy arrays and
 needs no torch; only reading a `.pt`/`.pth` file imports it.
@@ -160,6 +161,43 @@ def _attention(layer, t):
     return out
 
 
+def _recurrent(layer, t, gates):
+    """LSTM / GRU, one layer, one direction: `weight_ih_l0` ... into the cell's weights."""
+    cell = layer.cell
+    bias = ["bias_ih_l0", "bias_hh_l0"] if cell.use_bias else []
+    _expect(t, ["weight_ih_l0", "weight_hh_l0", *bias])
+    w_ih, w_hh = t["weight_ih_l0"], t["weight_hh_l0"]
+    if gates == "GRU":
+        # PyTorch orders the GRU gates reset, update, new; Keras and jmod update, reset, new.
+        def order(w):
+            r, z, n = np.split(w, 3, axis=0)
+            return np.concatenate([z, r, n], axis=0)
+
+        how = "gates (r, z, n) -> (z, r, n), transposed"
+    else:
+        # Both frameworks order the LSTM gates input, forget, cell, output.
+        def order(w):
+            return w
+
+        how = "transposed"
+    out = {
+        "cell/kernel": (order(w_ih).T, how),
+        "cell/recurrent_kernel": (order(w_hh).T, how),
+    }
+    if cell.use_bias:
+        b_ih, b_hh = order(t["bias_ih_l0"]), order(t["bias_hh_l0"])
+        if gates == "GRU" and getattr(cell, "reset_after", False):
+            out["cell/bias"] = (np.stack([b_ih, b_hh]), "(bias_ih, bias_hh) stacked")
+        elif gates == "GRU":
+            raise _Mismatch(
+                "a PyTorch GRU applies the reset gate after the recurrent product: "
+                "build the jmod GRU with reset_after=True"
+            )
+        else:
+            out["cell/bias"] = (b_ih + b_hh, "bias_ih + bias_hh")
+    return out
+
+
 _RULES = [
     (Dense, _linear, "Linear"),
     ((Conv1D, Conv2D), _conv, "Conv"),
@@ -168,6 +206,15 @@ _RULES = [
     (Embedding, _embedding, "Embedding"),
     (MultiHeadAttention, _attention, "MultiheadAttention"),
 ]
+try:  # recurrent layers joined jmod.layers later; keep the import soft
+    from jmod.layers.recurrent import GRU, LSTM
+
+    _RULES += [
+        (LSTM, lambda layer, t: _recurrent(layer, t, "LSTM"), "LSTM"),
+        (GRU, lambda layer, t: _recurrent(layer, t, "GRU"), "GRU"),
+    ]
+except ImportError:
+    pass
 
 
 def torch_kinds(tensors):
@@ -184,6 +231,10 @@ def torch_kinds(tensors):
         return {"MultiheadAttention"}
     if "running_mean" in names:
         return {"BatchNorm"}
+    if "weight_ih_l0" in names:
+        hh = tensors.get("weight_hh_l0")
+        gates = hh.shape[0] // hh.shape[1] if hh is not None and hh.ndim == 2 else 0
+        return {4: {"LSTM"}, 3: {"GRU"}}.get(gates, set())
     weight = tensors.get("weight")
     if weight is None or not names <= {"weight", "bias"}:
         return set()
@@ -249,6 +300,9 @@ def convert_group(unit, prefix, tensors, source):
         "moving_mean": "running_mean",
         "moving_variance": "running_var",
         "embeddings": "weight",
+        "cell/kernel": "weight_ih_l0",
+        "cell/recurrent_kernel": "weight_hh_l0",
+        "cell/bias": "bias_ih_l0",
     }
     out = []
     for name, (array, how) in converted.items():
