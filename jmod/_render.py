@@ -112,7 +112,7 @@ def _count_text(named) -> str:
     return f"{len(named)} variable{plural}, {params:,} parameters ({_bytes(size)})"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n} B" if unit == "B" else f"{n:.2f} {unit}"

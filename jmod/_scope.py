@@ -37,7 +37,7 @@ lock = threading.RLock()
 epoch = 0
 
 # Arrays other readers hold while a donating computation may run: ticket -> arrays.
-_pins = {}
+_pins: dict[int, list] = {}
 _tickets = itertools.count()
 # Set once any donating computation ran: only then must readers pin what they read.
 _donors = False

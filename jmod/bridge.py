@@ -1,5 +1,8 @@
 """The bridge to pure functions: `functional_call` runs a module on a given state."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 
 from jmod import _scope
@@ -7,7 +10,9 @@ from jmod.errors import ModuleError
 from jmod.module import rollback, snapshot
 
 
-def functional_call(module, state, *args, **kwargs):
+def functional_call(
+    module: Any, state: Mapping[str, Any], *args: Any, **kwargs: Any
+) -> tuple[Any, dict[str, jax.Array]]:
     """Runs `module(*args, **kwargs)` with its variables set to `state`; mutates nothing.
 
     Returns `(output, new_state)`, where `new_state` holds the values the call

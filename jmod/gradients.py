@@ -1,6 +1,8 @@
 """Gradients of functions over modules, keyed by variable path."""
 
 import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 
@@ -21,7 +23,9 @@ def _named(target):
     )
 
 
-def value_and_grad(fn, argnums=0, has_aux=False):
+def value_and_grad(
+    fn: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False
+) -> Callable[..., tuple[Any, Any]]:
     """Wraps `fn` to return `(value, grads)`, grads keyed by trainable variable path.
 
     The argument at `argnums` is a module (or variable); its trainable
@@ -87,7 +91,9 @@ def value_and_grad(fn, argnums=0, has_aux=False):
     return wrapped
 
 
-def grad(fn, argnums=0, has_aux=False):
+def grad(
+    fn: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False
+) -> Callable[..., Any]:
     """Like `value_and_grad`, returning only the gradients (and aux with `has_aux`).
 
     Example:

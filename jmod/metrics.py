@@ -428,7 +428,12 @@ class SparseCategoricalCrossentropy(MeanMetricWrapper):
 class _Confusion(Metric):
     """Counts of true/false positives/negatives at fixed thresholds."""
 
-    _counts = ("true_positives", "false_positives", "true_negatives", "false_negatives")
+    _counts: tuple[str, ...] = (
+        "true_positives",
+        "false_positives",
+        "true_negatives",
+        "false_negatives",
+    )
 
     def __init__(self, thresholds, name, dtype, class_id=None, from_logits=False):
         super().__init__(name=name, dtype=dtype)

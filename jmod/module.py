@@ -9,6 +9,7 @@ its first path; cycles end the walk.
 import functools
 import re
 import weakref
+from collections.abc import Mapping
 
 import jax
 
@@ -163,7 +164,7 @@ class Module:
     """
 
     # Attribute names never walked (references to objects owned elsewhere).
-    _jmod_untracked = frozenset()
+    _jmod_untracked: frozenset[str] = frozenset()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -175,13 +176,13 @@ class Module:
         ):
             cls.__call__ = _with_name_scope(fn)
 
-    def __init__(self, name=None):
+    def __init__(self, name: str | None = None) -> None:
         if name is not None and (not isinstance(name, str) or not name):
             raise ModuleError(f"module name must be a non-empty str, got {name!r}")
         self._name = name if name is not None else _snake(type(self).__name__)
 
     @property
-    def name(self):
+    def name(self) -> str:
         """The module's name (class name in snake_case unless given)."""
         return self.__dict__.get("_name") or _snake(type(self).__name__)
 
@@ -214,36 +215,36 @@ class Module:
         return walk
 
     # -- collections ----------------------------------------------------------
-    def named_variables(self):
+    def named_variables(self) -> list[tuple[str, Variable]]:
         """Every variable reachable from this module, once each, as (path, Variable)."""
         return list(self._jmod_walk().named)
 
     @property
-    def variables(self):
+    def variables(self) -> tuple[Variable, ...]:
         """All variables of this module and its submodules, as a tuple."""
         return tuple(v for _, v in self._jmod_walk().named)
 
     @property
-    def trainable_variables(self):
+    def trainable_variables(self) -> tuple[Variable, ...]:
         """The variables with `trainable=True`, as a tuple."""
         return tuple(v for _, v in self._jmod_walk().named if v.trainable)
 
     @property
-    def non_trainable_variables(self):
+    def non_trainable_variables(self) -> tuple[Variable, ...]:
         """The variables with `trainable=False`, as a tuple."""
         return tuple(v for _, v in self._jmod_walk().named if not v.trainable)
 
     @property
-    def submodules(self):
+    def submodules(self) -> tuple["Module", ...]:
         """All nested modules, recursively, children before grandchildren, each once."""
         return tuple(m for _, m in self._jmod_walk().submodules)
 
-    def named_submodules(self):
+    def named_submodules(self) -> list[tuple[str, "Module"]]:
         """Every nested module as (path, Module), children before grandchildren."""
         return list(self._jmod_walk().submodules)
 
     # -- the bridge to pure functions ----------------------------------------
-    def state(self):
+    def state(self) -> dict[str, jax.Array]:
         """The values of all variables as a flat dict path -> array (a pytree).
 
         Example:
@@ -254,7 +255,7 @@ class Module:
         """
         return {p: v.value for p, v in self._jmod_walk().named}
 
-    def load_state(self, state, strict=True):
+    def load_state(self, state: Mapping[str, object], strict: bool = True) -> None:
         """Assigns values from a path -> array dict such as `state()` returns.
 
         With `strict=True` (the default) a missing or unexpected path is an error.

@@ -68,9 +68,9 @@ class Optimizer(Module):
 
     def __init__(
         self,
-        model,
-        transformation,
-        name=None,
+        model: Module,
+        transformation: optax.GradientTransformation,
+        name: str | None = None,
         *,
         gradient_accumulation_steps=None,
         clipnorm=None,
@@ -107,8 +107,8 @@ class Optimizer(Module):
         self.model = model
         self.transformation = options.wrap(transformation)
         self.iterations = Variable(0, trainable=False, name="iterations", dtype=jnp.int32)
-        self.slots = {}
-        self.ema = {}
+        self.slots: dict[str, Variable] = {}
+        self.ema: dict[str, Variable] = {}
         if options.dynamic_loss_scale:
             self.loss_scale = Variable(
                 options.initial_scale, trainable=False, name="loss_scale", dtype=jnp.float32

@@ -27,9 +27,9 @@ import json
 
 from jmod.errors import JmodError, SerializationError
 
-_REGISTRY = {}  # registered name -> class or function
-_NAMES = {}  # class or function -> registered name
-_SCOPES = []  # custom_objects dicts of enclosing custom_object_scope blocks
+_REGISTRY: dict[str, object] = {}  # registered name -> class or function
+_NAMES: dict[object, str] = {}  # class or function -> registered name
+_SCOPES: list[dict] = []  # custom_objects dicts of enclosing custom_object_scope blocks
 
 # Where built-in classes live; looked up by class name only.
 _BUILTIN_MODULES = (

@@ -17,7 +17,7 @@ import optax
 
 import jmod
 
-STEPS = []
+STEPS: list = []
 
 
 def step(fn):

@@ -2,10 +2,12 @@
 
 import math
 import operator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from jmod import _scope, _tracing
 from jmod.errors import VariableError
@@ -71,7 +73,14 @@ class Variable:
     __slots__ = ("_v", "_trainable", "name", "_own", "__weakref__")
     __array_priority__ = 100
 
-    def __init__(self, value, trainable=True, name=None, dtype=None, sharding=None):
+    def __init__(
+        self,
+        value: Any,  # an array, or anything jnp.asarray takes
+        trainable: bool = True,
+        name: str | None = None,
+        dtype: DTypeLike | None = None,
+        sharding=None,
+    ) -> None:
         if name is not None and not isinstance(name, str):
             raise VariableError(f"Variable name must be a str, got {type(name).__name__}")
         value = _as_value(value, dtype)
@@ -83,7 +92,7 @@ class Variable:
         self._own = False
         scope = _scope.current()
         if scope is None:
-            self._v = value
+            self._v: Any = value  # a jax.Array (a ShapeDtypeStruct while a trace builds it)
             return
         # Created inside a computation (a deferred build under jmod.jit): the
         # scope holds the value; the object holds a concrete value only, or a
@@ -102,16 +111,16 @@ class Variable:
         _scope.commit([(self, new)])
 
     @property
-    def value(self):
+    def value(self) -> jax.Array:
         """The current value, a `jax.Array` (a tracer inside a trace)."""
         scope = _scope.current()
         return self._v if scope is None or self._own else scope.read(self)
 
     @value.setter
-    def value(self, new):
+    def value(self, new: ArrayLike) -> None:
         self.assign(new)
 
-    def assign(self, value):
+    def assign(self, value: ArrayLike) -> None:
         """Sets the value; its shape and dtype must match the variable's.
 
         Python numbers, lists and NumPy arrays are cast to the variable's
@@ -153,26 +162,26 @@ class Variable:
             )
         return new
 
-    def assign_add(self, delta):
+    def assign_add(self, delta: ArrayLike) -> None:
         """Adds `delta` to the value in place (same shape and dtype rules as `assign`)."""
         self.assign(self.value + jnp.asarray(delta, dtype=self.dtype))
 
-    def assign_sub(self, delta):
+    def assign_sub(self, delta: ArrayLike) -> None:
         """Subtracts `delta` from the value in place."""
         self.assign(self.value - jnp.asarray(delta, dtype=self.dtype))
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray:
         """The value as a NumPy array (a copy)."""
         return np.asarray(self.value)
 
     # -- metadata ----------------------------------------------------------
     @property
-    def trainable(self):
+    def trainable(self) -> bool:
         """Whether gradients and optimizers update this variable; settable (freezing)."""
         return self._trainable
 
     @trainable.setter
-    def trainable(self, flag):
+    def trainable(self, flag: bool) -> None:
         flag = bool(flag)
         if flag != self._trainable:
             self._trainable = flag
@@ -180,11 +189,11 @@ class Variable:
             _tracing.bump()
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return tuple(self._v.shape)
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         return self._v.dtype
 
     @property
@@ -304,8 +313,8 @@ for _name in ("add sub mul truediv floordiv mod pow matmul and or xor lshift rsh
     setattr(Variable, f"__r{_name}__", _binary(_op, reflected=True))
 for _name in "lt le gt ge eq ne".split():
     setattr(Variable, f"__{_name}__", _binary(getattr(operator, _name)))
-Variable.__divmod__ = _binary(divmod)
-Variable.__rdivmod__ = _binary(divmod, reflected=True)
+for _name, _reflected in (("__divmod__", False), ("__rdivmod__", True)):
+    setattr(Variable, _name, _binary(divmod, reflected=_reflected))
 
 
 def _traced(x):

@@ -49,6 +49,7 @@ import secrets
 import struct
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeGuard
 
 import ml_dtypes
 import msgpack
@@ -183,7 +184,7 @@ def dtype_name(dtype) -> str:
 
 def encode_index(index: Index) -> bytes:
     """The bytes of an index file for `index` (the envelope around the checksummed body)."""
-    variables = {}
+    variables: dict[str, object] = {}
     for key in sorted(index.entries):
         e = index.entries[key]
         if e.pieces:
@@ -421,7 +422,7 @@ def _unpack(data: bytes, filename: str, what: str):
         raise _corrupt(filename, f"the {what} is not valid msgpack ({err})") from None
 
 
-def _is_int(x) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -524,7 +525,7 @@ def iter_arrays(
             for fd, filename, entries in opened:
                 previous = None
                 for e in entries:
-                    pending = []
+                    pending: list = []
                     buf = _read_entry(
                         fd, e, index.chunk_bytes, filename, verify and checker, pending
                     )
@@ -598,7 +599,7 @@ def _verified(e: Entry, buf: np.ndarray, pending, chunk_bytes: int, filename: st
 
 def _read_entry(fd: int, e: Entry, chunk_bytes: int, filename: str, checker, pending) -> np.ndarray:
     buf = aligned_empty(e.length)
-    view = memoryview(buf)
+    view = memoryview(buf)  # type: ignore[arg-type]  # numpy stubs: ndarray is a buffer
     for i, start in enumerate(range(0, e.length, chunk_bytes)):
         chunk = view[start : start + chunk_bytes]
         _preadinto(fd, chunk, e.offset + start, filename, e.key)
@@ -811,7 +812,7 @@ def _bytes_of(value, dtype: str, shape, key: str) -> memoryview:
             f"{key}: value changed from {dtype}{list(shape)} to "
             f"{array.dtype.name}{list(array.shape)} while it was being written"
         )
-    return memoryview(array.reshape(-1).view(np.uint8))
+    return memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def _chunk_crcs(data: memoryview, chunk_bytes: int) -> list[int]:

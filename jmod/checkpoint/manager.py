@@ -149,7 +149,7 @@ class CheckpointManager:
 
     def _sweep(self) -> list[str]:
         """Drops the oldest entries beyond max_to_keep; returns those to delete from disk."""
-        doomed = []
+        doomed: list[str] = []
         if self.max_to_keep is None:
             return doomed
         while len(self._entries) > self.max_to_keep:

@@ -13,8 +13,8 @@ _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 class _Conv(Layer):
     """A `rank`-D convolution; `Conv1D` and `Conv2D` fix the rank."""
 
-    rank = None
-    _paddings = ("valid", "same")
+    rank: int | None = None
+    _paddings: tuple[str, ...] = ("valid", "same")
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from jmod.module import Module
 from jmod.random import Generator
 from jmod.variables import Variable
 
-_name_counts = {}
+_name_counts: dict[str, int] = {}
 
 
 def _layer_snake(name):

@@ -478,7 +478,7 @@ class RNN(Layer):
 class _CellRNN(RNN):
     """An RNN whose constructor takes the cell's arguments (SimpleRNN, GRU, LSTM)."""
 
-    cell_class = None
+    cell_class: type | None = None
     _rnn_args = (
         "return_sequences",
         "return_state",

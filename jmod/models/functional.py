@@ -24,7 +24,7 @@ from jmod.module import rollback, snapshot
 # Two different ones: an output dimension that follows them is unknown too.
 _PLACEHOLDERS = (83, 89)
 _order = itertools.count()
-_node_logs = []  # lists collecting the nodes made inside `record_nodes` blocks
+_node_logs: list[list] = []  # lists collecting the nodes made inside `record_nodes` blocks
 
 
 class SymbolicTensor:
