@@ -37,8 +37,8 @@ def _window_reduce(x, kind, window, strides, padding):
 class _Pooling(Layer):
     """A `rank`-D max or average pooling; subclasses fix both."""
 
-    rank = None
-    kind = None
+    rank: int | None = None
+    kind: str | None = None
 
     def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(**kwargs)
@@ -146,8 +146,8 @@ class AveragePooling2D(_Pooling):
 class _GlobalPooling(Layer):
     """Mean or max over all spatial axes; subclasses fix the rank and kind."""
 
-    rank = None
-    kind = None
+    rank: int | None = None
+    kind: str | None = None
 
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(**kwargs)
