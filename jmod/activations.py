@@ -24,7 +24,8 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     """`max(x, 0)`; optionally leaky below `threshold` and capped at `max_value` (Keras)."""
     if negative_slope == 0.0 and max_value is None and threshold == 0.0:
         return jax.nn.relu(x)
-    out = jnp.where(x >= threshold, x, negative_slope * (x - threshold))
+    below = negative_slope * (x - threshold) if negative_slope else jnp.zeros_like(x)
+    out = jnp.where(x >= threshold, x, below)
     if max_value is not None:
         out = jnp.minimum(out, max_value)
     return out

@@ -1,5 +1,6 @@
-"""`BatchNormalization` and `LayerNormalization`."""
+"""Normalization layers: Batch, Layer, Group, RMS and Unit normalization."""
 
+import jax
 import jax.numpy as jnp
 
 from jmod.errors import SerializationError
@@ -264,3 +265,161 @@ class LayerNormalization(_Normalization):
 
     def get_config(self):
         return self._shared_config()
+
+
+class GroupNormalization(_Normalization):
+    """Normalizes each example over groups of channels (and all other non-batch axes).
+
+    The `C` channels along `axis` are split into `groups` groups of `C / groups`;
+    each group of each example is normalized by its own mean and variance,
+    then scaled by `gamma` and shifted by `beta` (one per channel). `groups`
+    equal to the channels is instance normalization; 1 is layer normalization
+    over all axes.
+
+    Example:
+        >>> gn = jmod.layers.GroupNormalization(groups=2, epsilon=0.0)
+        >>> gn(jnp.array([[1.0, 3.0, 10.0, 20.0]])).tolist()
+        [[-1.0, 1.0, -1.0, 1.0]]
+
+    Args:
+        groups: the number of groups; divides the number of channels.
+        axis: the channels axis.
+        epsilon, center, scale, initializers, regularizers: as `LayerNormalization`.
+        beta_constraint, gamma_constraint: applied after each update.
+    """
+
+    def __init__(
+        self,
+        groups=32,
+        axis=-1,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(
+            axis,
+            epsilon,
+            center,
+            scale,
+            beta_initializer,
+            gamma_initializer,
+            beta_regularizer,
+            gamma_regularizer,
+            **kwargs,
+        )
+        self.groups = c.check_int(self, "groups", groups)
+        if len(self.axis) != 1:
+            raise SerializationError(f"{c.where(self)}: axis must be one int, got {axis!r}")
+        self.beta_constraint = c.constraint(self, "beta_constraint", beta_constraint)
+        self.gamma_constraint = c.constraint(self, "gamma_constraint", gamma_constraint)
+
+    def build(self, input_shape):
+        channels = input_shape[self.axis[0]]
+        if channels is not None and channels % self.groups:
+            raise ValueError(f"the {channels} channels are not divisible by groups={self.groups}")
+        self._build_affine(input_shape)
+
+    def call(self, inputs):
+        x = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
+        axis = self._axes[0]
+        moved = jnp.moveaxis(x, axis, -1)
+        grouped = jnp.reshape(moved, (*moved.shape[:-1], self.groups, -1))
+        reduce = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
+        mean = jnp.mean(grouped, axis=reduce, keepdims=True)
+        variance = jnp.mean(jnp.square(grouped - mean), axis=reduce, keepdims=True)
+        normed = (grouped - mean) / jnp.sqrt(variance + self.epsilon)
+        normed = jnp.moveaxis(jnp.reshape(normed, moved.shape), -1, axis)
+        if self.scale:
+            normed = normed * self._broadcast(self.gamma.value, x.ndim)
+        if self.center:
+            normed = normed + self._broadcast(self.beta.value, x.ndim)
+        return normed.astype(inputs.dtype)
+
+    def get_config(self):
+        config = self._shared_config()
+        config["axis"] = self.axis[0]
+        return {
+            **config,
+            "groups": self.groups,
+            "beta_constraint": c.serialize_constraint(
+                self, "beta_constraint", self.beta_constraint
+            ),
+            "gamma_constraint": c.serialize_constraint(
+                self, "gamma_constraint", self.gamma_constraint
+            ),
+        }
+
+
+class RMSNormalization(Layer):
+    """`x / sqrt(mean(x**2 over axis) + epsilon) * scale` (Keras 3's RMSNormalization).
+
+    Example:
+        >>> rms = jmod.layers.RMSNormalization(epsilon=0.0)
+        >>> [round(v, 4) for v in rms(jnp.array([[3.0, 4.0]]))[0].tolist()]  # / sqrt(12.5)
+        [0.8485, 1.1314]
+
+    Args:
+        axis: the axis (or axes) the mean of squares is taken over.
+        epsilon: added to the mean of squares.
+    """
+
+    def __init__(self, axis=-1, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = c.check_axis(self, axis)
+        self.epsilon = _check_float(self, "epsilon", epsilon, 0.0, low_inclusive=True)
+
+    def build(self, input_shape):
+        axes = c.normalize_axes(self, self.axis, len(input_shape))
+        self._axes = axes
+        self.add_weight("scale", tuple(input_shape[a] for a in axes), "ones")
+
+    def call(self, inputs):
+        x = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
+        ms = jnp.mean(jnp.square(x), axis=self._axes, keepdims=True)
+        shape = [1] * x.ndim
+        for a, s in zip(self._axes, self.scale.shape):
+            shape[a] = s
+        out = x / jnp.sqrt(ms + self.epsilon) * jnp.reshape(self.scale.value, shape)
+        return out.astype(inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        axis = self.axis[0] if len(self.axis) == 1 else list(self.axis)
+        return {**c.base_config(self), "axis": axis, "epsilon": self.epsilon}
+
+
+class UnitNormalization(Layer):
+    """Scales each example to unit L2 norm over `axis`: `x / sqrt(max(sum(x**2), 1e-12))`.
+
+    Example:
+        >>> jmod.layers.UnitNormalization()(jnp.array([[3.0, 4.0]])).tolist()
+        [[0.6000000238418579, 0.800000011920929]]
+    """
+
+    supports_masking = True
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = c.check_axis(self, axis)
+
+    def call(self, inputs):
+        x = inputs.astype(jnp.promote_types(inputs.dtype, jnp.float32))
+        axes = self.axis[0] if len(self.axis) == 1 else self.axis
+        sq = jnp.sum(jnp.square(x), axis=axes, keepdims=True)
+        return (x * jax.lax.rsqrt(jnp.maximum(sq, 1e-12))).astype(inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        axis = self.axis[0] if len(self.axis) == 1 else list(self.axis)
+        return {**c.base_config(self), "axis": axis}

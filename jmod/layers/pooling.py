@@ -161,9 +161,26 @@ class _GlobalPooling(Layer):
         first = 1 if self.data_format == "channels_last" else 2
         return tuple(range(first, first + self.rank))
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None):
+        if mask is not None and self.rank == 1:
+            # Masked steps do not count (Keras): a weighted mean, or a max over real steps.
+            m = (
+                jnp.asarray(mask, bool)[..., None]
+                if self.data_format == "channels_last"
+                else (jnp.asarray(mask, bool)[:, None, :])
+            )
+            if self.kind == "avg":
+                w = m.astype(inputs.dtype)
+                total = jnp.sum(inputs * w, axis=self._axes(), keepdims=self.keepdims)
+                count = jnp.sum(w, axis=self._axes(), keepdims=self.keepdims)
+                return total / jnp.maximum(count, 1)
+            low = jnp.asarray(jnp.finfo(inputs.dtype).min, inputs.dtype)
+            return jnp.max(jnp.where(m, inputs, low), axis=self._axes(), keepdims=self.keepdims)
         reduce = jnp.mean if self.kind == "avg" else jnp.max
         return reduce(inputs, axis=self._axes(), keepdims=self.keepdims)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
     def compute_output_shape(self, input_shape):
         axes = self._axes()
@@ -228,3 +245,51 @@ class GlobalMaxPooling2D(_GlobalPooling):
 
     __doc__ += _GLOBAL_ARGS
     rank, kind = 2, "max"
+
+
+class MaxPooling3D(_Pooling):
+    """The maximum over windows of `(batch, depth, height, width, channels)` volumes.
+
+    Example:
+        >>> jmod.layers.MaxPooling3D(2)(jnp.ones((1, 4, 4, 4, 2))).shape
+        (1, 2, 2, 2, 2)
+    """
+
+    __doc__ += _POOL_ARGS
+    rank, kind = 3, "max"
+
+
+class AveragePooling3D(_Pooling):
+    """The mean over windows of `(batch, depth, height, width, channels)` volumes.
+
+    Example:
+        >>> jmod.layers.AveragePooling3D(2, padding="same")(jnp.ones((1, 3, 3, 3, 2))).shape
+        (1, 2, 2, 2, 2)
+    """
+
+    __doc__ += _POOL_ARGS
+    rank, kind = 3, "avg"
+
+
+class GlobalAveragePooling3D(_GlobalPooling):
+    """The mean over depth, height and width: `(batch, d, h, w, channels)` to `(batch, channels)`.
+
+    Example:
+        >>> jmod.layers.GlobalAveragePooling3D()(jnp.ones((2, 3, 3, 3, 4))).shape
+        (2, 4)
+    """
+
+    __doc__ += _GLOBAL_ARGS
+    rank, kind = 3, "avg"
+
+
+class GlobalMaxPooling3D(_GlobalPooling):
+    """The maximum over depth, height and width: `(batch, d, h, w, c)` to `(batch, c)`.
+
+    Example:
+        >>> jmod.layers.GlobalMaxPooling3D()(jnp.ones((2, 3, 3, 3, 4))).shape
+        (2, 4)
+    """
+
+    __doc__ += _GLOBAL_ARGS
+    rank, kind = 3, "max"
