@@ -398,6 +398,15 @@ def test_live_pt_file_and_module_load_and_match(name, tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+def test_live_module_with_other_eps_is_warned_about():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (not in CI)")
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4, eps=1e-5))
+    model = jmod.Sequential([jmod.Input(shape=[3]), layers.Dense(4), layers.LayerNormalization()])
+    with pytest.warns(UserWarning, match=r"torch module '1' has eps=1e-05.*epsilon=0.001"):
+        report = load_torch_state_dict(model, net)
+    assert len(report.notes) == 1
+
+
 def test_live_pt_file_holding_a_pickled_object_is_refused(tmp_path):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (not in CI)")
     bad = tmp_path / "model.pt"

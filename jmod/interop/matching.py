@@ -73,6 +73,7 @@ class LoadReport:
         unused: `(source key, shape)` for each tensor the model did not take.
         missing: `(model path, shape)` for each variable that got no value.
         ignored: source keys deliberately skipped (PyTorch's `num_batches_tracked`).
+        notes: settings that differ between the two models (a normalization's epsilon).
     """
 
     source: str
@@ -80,6 +81,7 @@ class LoadReport:
     unused: list = field(default_factory=list)
     missing: list = field(default_factory=list)
     ignored: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     @property
     def consumed(self):
@@ -95,6 +97,7 @@ class LoadReport:
             lines.append(f"  {key} -> {path} {shape_str(shape)}{' ' + how if how else ''}")
         lines += [f"  unused: {k} {shape_str(s)}" for k, s in self.unused]
         lines += [f"  not loaded: {p} {shape_str(s)}" for p, s in self.missing]
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def check(self, strict):

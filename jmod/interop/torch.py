@@ -20,6 +20,7 @@ needs no torch; only reading a `.pt`/`.pth` file imports it.
 
 import os
 import re
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -343,6 +344,17 @@ def _read_state_dict(state_dict_or_path):
     )
 
 
+def _settings(obj):
+    """`{module prefix: eps}` of a torch module's normalization layers (a state_dict has none)."""
+    if not hasattr(obj, "named_modules"):
+        return {}
+    return {
+        name: float(m.eps)
+        for name, m in obj.named_modules()
+        if isinstance(getattr(m, "eps", None), float)
+    }
+
+
 def _to_numpy(value, key, source):
     if hasattr(value, "detach"):  # a torch.Tensor
         value = value.detach().cpu()
@@ -408,7 +420,9 @@ def load_torch_state_dict(model, state_dict_or_path, mapping=None, strict=True):
     Args:
         model: a built jmod model or module.
         state_dict_or_path: a `state_dict` (a dict of torch tensors or NumPy
-            arrays), a `torch.nn.Module`, or the path of a `.safetensors` file
+            arrays), a `torch.nn.Module` (then a normalization layer whose
+            `eps` differs from the jmod layer's `epsilon` is warned about and
+            noted in the report), or the path of a `.safetensors` file
             (read without torch) or a `.pt`/`.pth` file (read with an
             installed torch, `weights_only=True`).
         mapping: pairs modules by name where the orders differ: a callable
@@ -421,6 +435,7 @@ def load_torch_state_dict(model, state_dict_or_path, mapping=None, strict=True):
     Returns:
         A `LoadReport` of what matched and what was left over.
     """
+    settings = _settings(state_dict_or_path)
     source, state = _read_state_dict(state_dict_or_path)
     groups = group_state_dict(state)
     units, stray = matching.layer_units(model, is_leaf)
@@ -465,6 +480,14 @@ def load_torch_state_dict(model, state_dict_or_path, mapping=None, strict=True):
             pending.append((var, matching.to_value(array, var, path, source)))
             report.matched.append((key, path, tuple(var.shape), how))
         report.ignored += [f"{prefix}.{name}" for name in tensors if name in _IGNORED]
+        eps = settings.get(prefix)
+        if eps is not None and hasattr(unit.layer, "epsilon"):
+            if not np.isclose(eps, unit.layer.epsilon, rtol=1e-6, atol=0):
+                report.notes.append(
+                    f"torch module '{prefix}' has eps={eps:g}, jmod layer '{unit.path}' "
+                    f"epsilon={unit.layer.epsilon:g}: outputs will differ (build the layer "
+                    f"with epsilon={eps:g})"
+                )
     for prefix, tensors in free_groups:
         report.unused += [
             (f"{prefix}.{k}" if prefix else k, tuple(v.shape)) for k, v in tensors.items()
@@ -474,4 +497,6 @@ def load_torch_state_dict(model, state_dict_or_path, mapping=None, strict=True):
     report.missing += [(p, tuple(v.shape)) for p, v in stray]
     report.check(strict)
     matching.assign_all(pending)
+    for note in report.notes:
+        warnings.warn(note, stacklevel=2)
     return report
