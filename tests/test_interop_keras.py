@@ -123,6 +123,27 @@ def test_unknown_layer_is_named_and_nothing_runs(tmp_path):
         model_from_keras(tmp_path / "n.keras")
 
 
+def test_lambda_layer_is_refused_by_name_not_run(tmp_path):
+    k = keras.Sequential([
+        keras.Input((3,)), keras.layers.Lambda(lambda x: x * 2, name="doubler"),
+    ])  # fmt: skip
+    k.save(tmp_path / "l.keras")
+    with pytest.raises(InteropError, match=r"layer 'doubler' is a Keras 'Lambda'"):
+        model_from_keras(tmp_path / "l.keras")
+
+
+def test_nested_sequential_inside_functional_rebuilds(tmp_path):
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu")])
+    i = keras.Input((4,))
+    outer = randomize(keras.Model(i, keras.layers.Dense(2)(inner(i))))
+    outer.save(tmp_path / "nested.keras")
+    x = RNG.normal(size=(3, 4)).astype("float32")
+    model = model_from_keras(tmp_path / "nested.keras")
+    np.testing.assert_allclose(
+        np.asarray(model(x)), np.asarray(outer.predict(x, verbose=0)), atol=1e-5
+    )
+
+
 def test_wrong_shape_names_file_path_and_both_shapes(saved):
     wrong = jmod.Sequential([
         jmod.Input(shape=[8, 8, 3]),

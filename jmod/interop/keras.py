@@ -394,6 +394,8 @@ def _functional(config, source):
         layer = _build(entry, source)
         for n, node in enumerate(entry.get("inbound_nodes", [])):
             args, kwargs = resolve(node.get("args", [])), resolve(node.get("kwargs", {}))
+            # Keras records defaults such as mask=None; jmod passes those itself.
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
             out = layer(*args, **kwargs)
             outs = out if isinstance(out, (list, tuple)) else [out]
             for i, t in enumerate(outs):
