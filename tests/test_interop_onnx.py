@@ -44,7 +44,7 @@ def test_cnn_with_pooling_runs_in_onnxruntime(tmp_path):
         jmod.Input(shape=[8, 8, 3]),
         layers.Conv2D(4, 3, padding="same", activation="relu"),
         layers.BatchNormalization(),
-        layers.MaxPooling2D(2),
+        layers.MaxPooling2D(3, strides=2, padding="same"),
         layers.Conv2D(6, 3, groups=2),
         layers.GlobalAveragePooling2D(),
         layers.Dense(2),
