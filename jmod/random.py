@@ -99,14 +99,25 @@ _global = None
 
 def get_global_generator():
     """The generator that `normal`, `uniform`, initializers and Dropout use by default."""
-    global _global
     if _global is None:
-        # Made outside any trace (even when first asked for inside one), so its
-        # key is a concrete array that compiled functions then capture.
-        with _scope.outside(), jax.ensure_compile_time_eval():
-            seed = int.from_bytes(os.urandom(4), "little")
-            _global = Generator(seed=seed, name="global_generator")
+        _make_global(None)
     return _global
+
+
+def _make_global(seed):
+    global _global
+    # Made outside any trace (even when first asked for inside one), so its
+    # key is a concrete array that compiled functions then capture.
+    with _scope.outside(), jax.ensure_compile_time_eval():
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little")
+            if jax.process_count() > 1:
+                # Inside a multi-process mesh the key is placed on every process's
+                # devices, which requires the same value everywhere: process 0's.
+                from jax.experimental import multihost_utils
+
+                seed = int(multihost_utils.broadcast_one_to_all(np.uint32(seed)))
+        _global = Generator(seed=seed, name="global_generator")
 
 
 def set_seed(seed):
@@ -118,7 +129,13 @@ def set_seed(seed):
         >>> bool((a == b).all())
         True
     """
-    get_global_generator().reseed(int(seed))
+    if _global is None:
+        # Created from the seed itself, never from os.urandom first: every process
+        # of a multi-process mesh then places the same key (an unseeded first key
+        # differs per process, which device_put refuses).
+        _make_global(int(seed))
+    else:
+        _global.reseed(int(seed))
 
 
 def normal(shape, mean=0.0, stddev=1.0, dtype=jnp.float32, generator=None):

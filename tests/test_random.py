@@ -174,3 +174,32 @@ def test_seeding_gives_jax_random_key_without_compiling():
         np.testing.assert_array_equal(g.key.value, jax.random.key_data(jax.random.key(seed)))
     big = jmod.random.Generator(seed=-5)  # outside the host rule: jax.random.key
     np.testing.assert_array_equal(big.key.value, jax.random.key_data(jax.random.key(-5)))
+
+
+def test_set_seed_before_any_draw_never_uses_os_urandom(monkeypatch):
+    # Inside a multi-process mesh an os.urandom key differs per process and cannot be
+    # placed; set_seed must make the global generator from the seed directly.
+    monkeypatch.setattr(jmod.random, "_global", None)
+
+    def refuse(n):
+        raise AssertionError("os.urandom called")
+
+    monkeypatch.setattr(jmod.random.os, "urandom", refuse)
+    jmod.random.set_seed(3)
+    key = jax.random.key_data(jax.random.key(3))
+    assert np.array_equal(np.asarray(jmod.random.get_global_generator().key.value), key)
+
+
+def test_unseeded_global_generator_agrees_across_processes(monkeypatch):
+    monkeypatch.setattr(jmod.random, "_global", None)
+    from jax.experimental import multihost_utils
+
+    calls = []
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(
+        multihost_utils, "broadcast_one_to_all", lambda x: calls.append(x) or np.uint32(11)
+    )
+    generator = jmod.random.get_global_generator()
+    assert len(calls) == 1  # the seed came from process 0
+    key = jax.random.key_data(jax.random.key(11))
+    assert np.array_equal(np.asarray(generator.key.value), key)

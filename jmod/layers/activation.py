@@ -17,6 +17,8 @@ class Activation(Layer):
             a callable; `None` for the identity.
     """
 
+    supports_masking = True
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = c.activation(self, activation)

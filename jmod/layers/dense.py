@@ -38,6 +38,8 @@ class Dense(Layer):
         lora_rank, lora_alpha: Keras config keys; only None is accepted.
     """
 
+    supports_masking = True
+
     def __init__(
         self,
         units,

@@ -53,6 +53,8 @@ class Dropout(Layer):
         seed: an int for a layer-owned generator, or None for the global one.
     """
 
+    supports_masking = True
+
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:

@@ -479,6 +479,34 @@ class Layer(Module):
         return cls(**config)
 
 
+def takes_mask(layer):
+    """Whether `layer.call` accepts a `mask` argument."""
+    cls = type(layer)
+    return "mask" in getattr(cls, "_jmod_call_takes", ()) or getattr(
+        cls, "_jmod_call_var_kw", False
+    )
+
+
+def call_with_mask(layer, inputs, mask=None, args=(), **kwargs):
+    """`layer(inputs, mask=mask, **kwargs)` if its call takes a mask; returns `(outputs, mask)`.
+
+    The returned mask is `layer.compute_mask(inputs, mask)`: how `Sequential`
+    and functional models carry Keras masks (from `Embedding(mask_zero=True)`)
+    from layer to layer.
+
+    Example:
+        >>> emb = jmod.layers.Embedding(5, 2, mask_zero=True)
+        >>> _, mask = jmod.layers.layer.call_with_mask(emb, jnp.array([[3, 0]]))
+        >>> mask.tolist()
+        [[True, False]]
+    """
+    if mask is not None and "mask" not in kwargs and takes_mask(layer):
+        kwargs["mask"] = mask
+    outputs = layer(inputs, *args, **kwargs)
+    compute = getattr(layer, "compute_mask", None)
+    return outputs, compute(inputs, mask) if compute is not None else None
+
+
 def _keras_order(layer):
     # Own weights as created (insertion order of attributes), trainable ones
     # first, then sublayers depth first in assignment order (Keras' tracking).

@@ -26,6 +26,8 @@ def _check_float(layer, label, value, low, high=None, low_inclusive=False):
 class _Normalization(Layer):
     """What both normalizations share: axis, epsilon, the gamma/beta weights."""
 
+    supports_masking = True
+
     def __init__(
         self,
         axis,

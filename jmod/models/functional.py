@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jmod import _scope, random, saving
 from jmod.errors import JmodError, LayerCallError, ModuleError, SerializationError
-from jmod.layers.layer import Layer, register_functional, unique_name
+from jmod.layers.layer import Layer, call_with_mask, register_functional, unique_name
 from jmod.module import rollback, snapshot
 
 # Sizes standing in for unknown (None) dimensions while shapes are worked out.
@@ -499,11 +499,15 @@ class Graph:
     def run(self, flat_inputs):
         """Replays the nodes on arrays; returns the outputs in their structure."""
         values = {id(t): x for t, x in zip(self.input_tensors, flat_inputs)}
+        masks = {}  # Keras masks (Embedding(mask_zero=True)) carried from layer to layer
         for node in self.nodes:
             if isinstance(node.layer, InputLayer):
                 continue
             inputs, args, kwargs = node.call_args(lambda t: values[id(t)])
-            out = node.layer(inputs, *args, **kwargs)
+            mask = masks.get(id(node.inputs[0])) if len(node.inputs) == 1 else None
+            out, out_mask = call_with_mask(node.layer, inputs, mask, args, **kwargs)
+            if out_mask is not None and len(node.flat_outputs) == 1:
+                masks[id(node.flat_outputs[0])] = out_mask
             flat = jax.tree_util.tree_leaves(out)
             if len(flat) != len(node.flat_outputs):
                 raise LayerCallError(

@@ -7,7 +7,7 @@ from jmod import _sampling, saving
 from jmod.compile import jit
 from jmod.errors import ModuleError, SerializationError
 from jmod.layers import layer as _layer
-from jmod.layers.layer import Layer
+from jmod.layers.layer import Layer, call_with_mask
 from jmod.layers.policy import dtype_policy
 from jmod.models import functional
 from jmod.models.model import Model, _store_layers
@@ -168,7 +168,8 @@ class Sequential(Model):
     def call(self, inputs, training=None, mask=None):
         x = inputs
         for layer in self.layers:
-            x = layer(x)
+            # Keras masks (Embedding(mask_zero=True)) flow from layer to layer.
+            x, mask = call_with_mask(layer, x, mask)
         return x
 
     def get_config(self):
