@@ -126,11 +126,11 @@ def save_safetensors(model, path, metadata=None):
 
     Example:
         >>> import tempfile, os
-        >>> model = jmod.Sequential([jmod.Input(shape=[3]), jmod.layers.Dense(2)])
+        >>> model = jmod.Sequential([jmod.Input(shape=[3]), jmod.layers.Dense(2, name="fc")])
         >>> p = os.path.join(tempfile.mkdtemp(), "m.safetensors")
         >>> p = jmod.interop.save_safetensors(model, p)
         >>> sorted(jmod.interop.safetensors.read_tensors(p))
-        ['layers/dense/bias', 'layers/dense/kernel']
+        ['layers/fc/bias', 'layers/fc/kernel']
 
     Args:
         model: any jmod module.
