@@ -107,6 +107,13 @@ def initializer(layer, label, value):
     """`initializers.get`, with the layer and argument named in the error."""
     if value is None:
         raise SerializationError(f"{where(layer)}: {label} must be given, got None")
+    if isinstance(value, dict) and isinstance(value.get("config"), dict):
+        # Keras 3.15 writes input_axes/output_axes (None unless set) into variance scalings.
+        inner = {k: v for k, v in value["config"].items()}
+        for key in ("input_axes", "output_axes"):
+            if inner.get(key, 0) is None:
+                inner.pop(key)
+        value = {**value, "config": inner}
     try:
         return initializers.get(value)
     except SerializationError as e:

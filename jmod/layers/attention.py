@@ -50,6 +50,10 @@ class MultiHeadAttention(Layer):
         kernel_initializer, bias_initializer: initializers of the projections.
         kernel_regularizer, bias_regularizer: penalties added to `losses`.
         seed: an int for a layer-owned dropout generator, or None for the global one.
+        kernel_constraint, bias_constraint: applied after each optimizer update.
+        attention_axes: the axes attention runs over; only all the step axes
+            (Keras' default, `[1]` for sequences) are supported yet.
+        use_gate, sliding_window: Keras config keys; only False and None are supported.
 
     Call arguments:
         query: `(batch, *query_steps, query_features)`.
@@ -75,9 +79,24 @@ class MultiHeadAttention(Layer):
         kernel_regularizer=None,
         bias_regularizer=None,
         seed=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        attention_axes=None,
+        use_gate=False,
+        sliding_window=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.kernel_constraint = c.constraint(self, "kernel_constraint", kernel_constraint)
+        self.bias_constraint = c.constraint(self, "bias_constraint", bias_constraint)
+        if use_gate or sliding_window is not None:
+            raise SerializationError(
+                f"{c.where(self)}: use_gate and sliding_window are not supported yet (got "
+                f"{use_gate!r}, {sliding_window!r})"
+            )
+        self.attention_axes = (
+            None if attention_axes is None else c.check_axis(self, attention_axes, "attention_axes")
+        )
         self.num_heads = c.check_int(self, "num_heads", num_heads)
         self.key_dim = c.check_int(self, "key_dim", key_dim)
         self.value_dim = (
@@ -118,6 +137,14 @@ class MultiHeadAttention(Layer):
         pass
 
     def _build_from_signature(self, query_shape, value_shape, key_shape):
+        rank = len(query_shape)
+        if self.attention_axes is not None:
+            axes = sorted(a % rank for a in self.attention_axes)
+            if axes != list(range(1, rank - 1)):
+                raise ValueError(
+                    f"attention_axes={list(self.attention_axes)} for inputs of rank {rank}: only "
+                    f"attention over all step axes {list(range(1, rank - 1))} is supported yet"
+                )
         h = self.num_heads
         out_shape = self._output_shape or (query_shape[-1],)
         projections = (
@@ -136,10 +163,15 @@ class MultiHeadAttention(Layer):
             kernel_shape,
             self.kernel_initializer,
             regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
         )
         if self.use_bias:
             self.add_weight(
-                f"{name}_bias", bias_shape, self.bias_initializer, regularizer=self.bias_regularizer
+                f"{name}_bias",
+                bias_shape,
+                self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
             )
 
     def _project(self, name, x):
@@ -260,6 +292,13 @@ class MultiHeadAttention(Layer):
                 self, "bias_regularizer", self.bias_regularizer
             ),
             "seed": self.seed,
+            "attention_axes": list(self.attention_axes) if self.attention_axes else None,
+            "kernel_constraint": c.serialize_constraint(
+                self, "kernel_constraint", self.kernel_constraint
+            ),
+            "bias_constraint": c.serialize_constraint(
+                self, "bias_constraint", self.bias_constraint
+            ),
         }
 
 

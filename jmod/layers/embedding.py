@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jmod.errors import SerializationError
 from jmod.layers import _common as c
 from jmod.layers.layer import Layer
 from jmod.variables import Variable
@@ -30,6 +31,8 @@ class Embedding(Layer):
             uniform in [-0.05, 0.05]).
         embeddings_regularizer: a penalty of the table added to `losses`.
         mask_zero: whether id 0 is padding; `compute_mask` then marks it False.
+        embeddings_constraint: applied to the table after each optimizer update.
+        lora_rank, lora_alpha: Keras config keys; only None is accepted.
     """
 
     def __init__(
@@ -39,9 +42,17 @@ class Embedding(Layer):
         embeddings_initializer="uniform",
         embeddings_regularizer=None,
         mask_zero=False,
+        embeddings_constraint=None,
+        lora_rank=None,
+        lora_alpha=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if lora_rank is not None:
+            raise SerializationError(f"{c.where(self)}: lora_rank is not supported")
+        self.embeddings_constraint = c.constraint(
+            self, "embeddings_constraint", embeddings_constraint
+        )
         self.input_dim = c.check_int(self, "input_dim", input_dim)
         self.output_dim = c.check_int(self, "output_dim", output_dim)
         self.embeddings_initializer = c.initializer(
@@ -58,6 +69,7 @@ class Embedding(Layer):
             (self.input_dim, self.output_dim),
             self.embeddings_initializer,
             regularizer=self.embeddings_regularizer,
+            constraint=self.embeddings_constraint,
         )
 
     def call(self, inputs):
@@ -101,4 +113,7 @@ class Embedding(Layer):
                 self, "embeddings_regularizer", self.embeddings_regularizer
             ),
             "mask_zero": self.mask_zero,
+            "embeddings_constraint": c.serialize_constraint(
+                self, "embeddings_constraint", self.embeddings_constraint
+            ),
         }

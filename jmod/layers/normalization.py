@@ -38,9 +38,13 @@ class _Normalization(Layer):
         gamma_initializer,
         beta_regularizer,
         gamma_regularizer,
+        beta_constraint=None,
+        gamma_constraint=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.beta_constraint = c.constraint(self, "beta_constraint", beta_constraint)
+        self.gamma_constraint = c.constraint(self, "gamma_constraint", gamma_constraint)
         self.axis = c.check_axis(self, axis)
         self.epsilon = _check_float(self, "epsilon", epsilon, 0.0, low_inclusive=True)
         self.center = bool(center)
@@ -61,10 +65,20 @@ class _Normalization(Layer):
         self.input_spec = InputSpec(ndim=rank, axes={a: input_shape[a] for a in self._axes})
         if self.scale:
             self.add_weight(
-                "gamma", sizes, self.gamma_initializer, regularizer=self.gamma_regularizer
+                "gamma",
+                sizes,
+                self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
             )
         if self.center:
-            self.add_weight("beta", sizes, self.beta_initializer, regularizer=self.beta_regularizer)
+            self.add_weight(
+                "beta",
+                sizes,
+                self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+            )
         return sizes
 
     def _broadcast(self, param, rank):
@@ -106,6 +120,12 @@ class _Normalization(Layer):
             "gamma_regularizer": c.serialize_regularizer(
                 self, "gamma_regularizer", self.gamma_regularizer
             ),
+            "beta_constraint": c.serialize_constraint(
+                self, "beta_constraint", self.beta_constraint
+            ),
+            "gamma_constraint": c.serialize_constraint(
+                self, "gamma_constraint", self.gamma_constraint
+            ),
         }
 
 
@@ -138,6 +158,7 @@ class BatchNormalization(_Normalization):
         beta_initializer, gamma_initializer, moving_mean_initializer,
         moving_variance_initializer: initializers of the four weights.
         beta_regularizer, gamma_regularizer: penalties added to `losses`.
+        beta_constraint, gamma_constraint: applied after each optimizer update.
     """
 
     def __init__(
@@ -153,6 +174,12 @@ class BatchNormalization(_Normalization):
         moving_variance_initializer="ones",
         beta_regularizer=None,
         gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        synchronized=False,
+        renorm=False,
+        renorm_clipping=None,
+        renorm_momentum=0.99,
         **kwargs,
     ):
         super().__init__(
@@ -164,8 +191,15 @@ class BatchNormalization(_Normalization):
             gamma_initializer,
             beta_regularizer,
             gamma_regularizer,
+            beta_constraint,
+            gamma_constraint,
             **kwargs,
         )
+        if synchronized or renorm:
+            raise SerializationError(
+                f"{c.where(self)}: synchronized and renorm are not supported (batch statistics "
+                "are computed over the whole global batch under jmod.distributed already)"
+            )
         self.momentum = _check_float(self, "momentum", momentum, 0.0, 1.0, low_inclusive=True)
         self.moving_mean_initializer = c.initializer(
             self, "moving_mean_initializer", moving_mean_initializer
@@ -230,6 +264,7 @@ class LayerNormalization(_Normalization):
         scale: whether to multiply by the learned `gamma`.
         beta_initializer, gamma_initializer: initializers of the weights.
         beta_regularizer, gamma_regularizer: penalties added to `losses`.
+        beta_constraint, gamma_constraint: applied after each optimizer update.
     """
 
     def __init__(
@@ -242,6 +277,9 @@ class LayerNormalization(_Normalization):
         gamma_initializer="ones",
         beta_regularizer=None,
         gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        rms_scaling=False,
         **kwargs,
     ):
         super().__init__(
@@ -253,8 +291,14 @@ class LayerNormalization(_Normalization):
             gamma_initializer,
             beta_regularizer,
             gamma_regularizer,
+            beta_constraint,
+            gamma_constraint,
             **kwargs,
         )
+        if rms_scaling:
+            raise SerializationError(
+                f"{c.where(self)}: rms_scaling=True is not supported; use RMSNormalization"
+            )
 
     def build(self, input_shape):
         self._build_affine(input_shape)
@@ -314,13 +358,13 @@ class GroupNormalization(_Normalization):
             gamma_initializer,
             beta_regularizer,
             gamma_regularizer,
+            beta_constraint,
+            gamma_constraint,
             **kwargs,
         )
         self.groups = c.check_int(self, "groups", groups)
         if len(self.axis) != 1:
             raise SerializationError(f"{c.where(self)}: axis must be one int, got {axis!r}")
-        self.beta_constraint = c.constraint(self, "beta_constraint", beta_constraint)
-        self.gamma_constraint = c.constraint(self, "gamma_constraint", gamma_constraint)
 
     def build(self, input_shape):
         channels = input_shape[self.axis[0]]
@@ -347,16 +391,7 @@ class GroupNormalization(_Normalization):
     def get_config(self):
         config = self._shared_config()
         config["axis"] = self.axis[0]
-        return {
-            **config,
-            "groups": self.groups,
-            "beta_constraint": c.serialize_constraint(
-                self, "beta_constraint", self.beta_constraint
-            ),
-            "gamma_constraint": c.serialize_constraint(
-                self, "gamma_constraint", self.gamma_constraint
-            ),
-        }
+        return {**config, "groups": self.groups}
 
 
 class RMSNormalization(Layer):

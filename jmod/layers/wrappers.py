@@ -19,6 +19,8 @@ def _build_inner(layer, shape):
 
 def _layer_arg(owner, value, label="layer"):
     if isinstance(value, dict):
+        if str(value.get("module", "")).startswith("keras"):
+            value = {k: v for k, v in value.items() if k != "module"}  # a Keras 3 config
         value = saving.deserialize(value)
     if not isinstance(value, Layer):
         raise SerializationError(
