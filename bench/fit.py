@@ -1,6 +1,12 @@
 """Epochs per second of `fit` against a raw JAX loop, Keras 3 (JAX backend) and Flax NNX.
 
-Run: python bench/fit.py [--quick] [--samples N] [--rounds R] [--no-keras]
+Run: python bench/fit.py [--model mlp|cnn|lstm] [--quick] [--samples N] [--rounds R] [--no-keras]
+
+`--model cnn`: Conv2D(16, 3, relu) - MaxPooling2D - Conv2D(32, 3, relu) -
+MaxPooling2D - Flatten - Dense(10) on 28x28x1 images; `--model lstm`: an
+LSTM text classifier, Embedding(1000, 32) - LSTM(64) - Dense(2) on 40-id
+sequences. Both against the same raw JAX + optax loop (lax convolutions and
+reduce_window / a lax.scan LSTM) and Keras 3 fit; Flax NNX runs the MLP only.
 
 The same 784-512-512-10 MLP (ReLU, logits, sparse categorical crossentropy),
 adam(1e-3), batch 128, on random data (N samples, N a multiple of 128, so no
@@ -44,15 +50,45 @@ def _arg(name, default):
 
 
 QUICK = "--quick" in sys.argv
-SAMPLES = _arg("--samples", 12_800 if QUICK else 60_032)
+MODEL = sys.argv[sys.argv.index("--model") + 1] if "--model" in sys.argv else "mlp"
+if MODEL not in ("mlp", "cnn", "lstm"):
+    raise SystemExit(f"--model must be mlp, cnn or lstm, got {MODEL!r}")
+SAMPLES = _arg("--samples", (12_800 if QUICK else 60_032) if MODEL == "mlp" else 6_400)
+VOCAB, STEPS, EMBED, UNITS = 1000, 40, 32, 64
 ROUNDS = _arg("--rounds", 3 if QUICK else 5)
 
 
 def make_data(n=SAMPLES, seed=0):
     rng = np.random.default_rng(seed)
+    if MODEL == "cnn":
+        x = rng.normal(size=(n, 28, 28, 1)).astype(np.float32)
+        return x, rng.integers(0, 10, size=n).astype(np.int32)
+    if MODEL == "lstm":
+        x = rng.integers(1, VOCAB, size=(n, STEPS)).astype(np.int32)
+        return x, (x[:, : STEPS // 2].sum(1) > x[:, STEPS // 2 :].sum(1)).astype(np.int32)
     x = rng.normal(size=(n, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], size=n).astype(np.int32)
     return x, y
+
+
+def keras_layers(layers):
+    """The benchmark model's layers from a Keras-style `layers` module (Keras or jmod)."""
+    if MODEL == "cnn":
+        return [
+            layers.Conv2D(16, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(10),
+        ]
+    if MODEL == "lstm":
+        return [layers.Embedding(VOCAB, EMBED), layers.LSTM(UNITS), layers.Dense(2)]
+    return [layers.Dense(n, activation="relu") for n in SIZES[1:-1]] + [layers.Dense(SIZES[-1])]
+
+
+def input_shape():
+    return {"cnn": (28, 28, 1), "lstm": (STEPS,)}.get(MODEL, (SIZES[0],))
 
 
 # -- Keras 3, in its own process -------------------------------------------------------
@@ -62,11 +98,8 @@ def keras_worker():
 
     x, y = make_data()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [keras.Input((SIZES[0],))]
-        + [keras.layers.Dense(n, activation="relu") for n in SIZES[1:-1]]
-        + [keras.layers.Dense(SIZES[-1])]
-    )
+    dtype = "int32" if MODEL == "lstm" else "float32"
+    model = keras.Sequential([keras.Input(input_shape(), dtype=dtype)] + keras_layers(keras.layers))
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -131,19 +164,92 @@ def crossentropy(logits, labels):
     return -(onehot * jax.nn.log_softmax(logits)).sum(-1).mean()
 
 
+def _glorot(rng, shape, fan_in, fan_out):
+    import jax.numpy as jnp
+
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return jnp.asarray(rng.uniform(-limit, limit, size=shape).astype(np.float32))
+
+
+def cnn_params_and_forward():
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    params = [
+        {"w": _glorot(rng, (3, 3, 1, 16), 9, 144), "b": jnp.zeros(16)},
+        {"w": _glorot(rng, (3, 3, 16, 32), 144, 288), "b": jnp.zeros(32)},
+        {"w": _glorot(rng, (800, 10), 800, 10), "b": jnp.zeros(10)},
+    ]
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def pool(x):
+        return jax.lax.reduce_window(x, -np.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    def forward(params, xb):
+        for layer in params[:2]:
+            xb = jax.lax.conv_general_dilated(
+                xb, layer["w"], (1, 1), "VALID", dimension_numbers=dims
+            )
+            xb = pool(jax.nn.relu(xb + layer["b"]))
+        xb = xb.reshape(xb.shape[0], -1)
+        return xb @ params[2]["w"] + params[2]["b"]
+
+    return params, forward
+
+
+def lstm_params_and_forward():
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    u = UNITS
+    params = {
+        "emb": jnp.asarray(rng.uniform(-0.05, 0.05, (VOCAB, EMBED)).astype(np.float32)),
+        "k": _glorot(rng, (EMBED, 4 * u), EMBED, 4 * u),
+        "rk": _glorot(rng, (u, 4 * u), u, 4 * u),
+        "b": jnp.concatenate([jnp.zeros(u), jnp.ones(u), jnp.zeros(2 * u)]),
+        "w": _glorot(rng, (u, 2), u, 2),
+        "wb": jnp.zeros(2),
+    }
+
+    def forward(params, ids):
+        xk = jnp.take(params["emb"], ids, axis=0) @ params["k"] + params["b"]
+
+        def step(carry, z_in):
+            h, c = carry
+            z = z_in + h @ params["rk"]
+            i, f, g, o = jnp.split(z, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), None
+
+        zeros = jnp.zeros((ids.shape[0], u))
+        (h, _), _ = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(xk, 0, 1))
+        return h @ params["w"] + params["wb"]
+
+    return params, forward
+
+
 def raw_variant(x, y):
     import jax
     import optax
 
     tx = optax.adam(1e-3)
-    params = init_params()
-    opt_state = tx.init(params)
     steps = len(x) // BATCH
+    if MODEL == "cnn":
+        params, forward = cnn_params_and_forward()
+    elif MODEL == "lstm":
+        params, forward = lstm_params_and_forward()
+    else:
+        params = init_params()
 
-    def forward(params, xb):
-        for layer in params[:-1]:
-            xb = jax.nn.relu(xb @ layer["w"] + layer["b"])
-        return xb @ params[-1]["w"] + params[-1]["b"]
+        def forward(params, xb):
+            for layer in params[:-1]:
+                xb = jax.nn.relu(xb @ layer["w"] + layer["b"])
+            return xb @ params[-1]["w"] + params[-1]["b"]
+
+    opt_state = tx.init(params)
 
     def step(params, opt_state, xb, yb):
         loss, grads = jax.value_and_grad(lambda p: crossentropy(forward(p, xb), yb))(params)
@@ -185,7 +291,7 @@ def jmod_variant(x, y, steps_per_execution=1):
             return self.logits(inputs)
 
     jmod.random.set_seed(0)
-    model = MLP()
+    model = MLP() if MODEL == "mlp" else jmod.Sequential(keras_layers(jmod.layers))
     model.compile(
         "adam",
         loss=jmod.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -263,7 +369,8 @@ def main():
     }
     if not QUICK:
         variants["jmod fit, steps_per_execution=8"] = jmod_variant(x, y, 8)
-    variants["Flax NNX loop (nnx.jit)"] = nnx_variant(x, y)
+    if MODEL == "mlp":
+        variants["Flax NNX loop (nnx.jit)"] = nnx_variant(x, y)
     keras = None
     if "--no-keras" not in sys.argv:
         try:
@@ -278,8 +385,13 @@ def main():
         f"jax {jax.__version__}, optax {optax.__version__}, flax {flax.__version__}, "
         f"keras {keras.version if keras else '-'}, jmod {jmod.__version__}"
     )
+    title = {
+        "mlp": "784-512-512-10 MLP",
+        "cnn": "CNN conv16-pool-conv32-pool-dense10 on 28x28x1",
+        "lstm": f"LSTM({UNITS}) text classifier, {STEPS} ids, vocab {VOCAB}",
+    }[MODEL]
     print(
-        f"784-512-512-10 MLP, adam, batch {BATCH}, {len(x)} samples "
+        f"{title}, adam, batch {BATCH}, {len(x)} samples "
         f"({len(x) // BATCH} steps/epoch), {ROUNDS} rounds after 1 warm-up epoch each"
     )
     for run in variants.values():
