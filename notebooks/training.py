@@ -238,6 +238,73 @@ model
     (
         "md",
         """
+## A small CNN with pooling
+
+The same `compile`/`fit` trains any stack of layers. Here: images whose
+class is which half (top or bottom) is brighter, learned by convolutions
+and max pooling. Every layer differentiates under `jmod.jit`, pooling too.
+""",
+    ),
+    (
+        "code",
+        """
+images = rng.normal(size=(256, 12, 12, 1)).astype("float32")
+brighter = (images[:, :6].mean(axis=(1, 2, 3)) > images[:, 6:].mean(axis=(1, 2, 3)))
+images[:, :6] += np.where(brighter, 0.5, 0.0)[:, None, None, None]
+labels = brighter.astype("int32")
+
+cnn = jmod.Sequential([
+    jmod.layers.Conv2D(8, 3, padding="same", activation="relu"),
+    jmod.layers.MaxPooling2D(),
+    jmod.layers.AveragePooling2D(),
+    jmod.layers.Flatten(),
+    jmod.layers.Dense(2),
+])
+cnn.compile(
+    optimizer="adam",
+    loss=jmod.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
+)
+history = cnn.fit(images, labels, batch_size=32, epochs=8, verbose=0)
+print(f"CNN accuracy: {history.history['accuracy'][0]:.2f} -> {history.history['accuracy'][-1]:.2f}")
+""",
+    ),
+    (
+        "md",
+        """
+## An LSTM text classifier on padded sequences
+
+Token ids, 0 for padding: `Embedding(mask_zero=True)` makes a mask that
+`Sequential` hands to the `LSTM`, which skips the padded steps (they keep
+its state), as in Keras. The task: is the first token's id above the middle
+of the vocabulary?
+""",
+    ),
+    (
+        "code",
+        """
+lengths = rng.integers(3, 10, size=512)
+tokens = rng.integers(1, 30, size=(512, 10))
+tokens[np.arange(10)[None, :] >= lengths[:, None]] = 0  # pad after each sequence's end
+text_labels = (tokens[:, 0] > 15).astype("int32")
+
+classifier = jmod.Sequential([
+    jmod.layers.Embedding(30, 8, mask_zero=True),
+    jmod.layers.LSTM(16),
+    jmod.layers.Dense(2),
+])
+classifier.compile(
+    optimizer="adam",
+    loss=jmod.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
+)
+history = classifier.fit(tokens, text_labels, batch_size=32, epochs=8, verbose=0)
+print(f"LSTM accuracy: {history.history['accuracy'][0]:.2f} -> {history.history['accuracy'][-1]:.2f}")
+""",
+    ),
+    (
+        "md",
+        """
 ## Saving and loading the trained model
 
 `save` writes the config, the compile arguments, the weights and the optimizer
