@@ -44,6 +44,8 @@ EXPECTED = {
         ("restored = jmod.models.load_model", "restored model predicts the same: True"),
         ("restored = jmod.models.load_model", "compiled again, learning rate: 0.01"),
         ("manager.save()", "checkpoints/ckpt-1"),
+        ("cnn = jmod.Sequential", "CNN accuracy: "),
+        ("classifier = jmod.Sequential", "LSTM accuracy: "),
     ],
 }
 
