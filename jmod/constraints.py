@@ -19,7 +19,15 @@ _EPSILON = 1e-7  # Keras' backend.epsilon()
 
 
 class Constraint:
-    """Base class: `con(w)` returns `w` projected onto the allowed set; configs rebuild it."""
+    """Base class: `con(w)` returns `w` projected onto the allowed set; configs rebuild it.
+
+    Example:
+        >>> class Clip(jmod.constraints.Constraint):
+        ...     def __call__(self, w):
+        ...         return jnp.clip(w, -1.0, 1.0)
+        >>> Clip()(jnp.array([-3.0, 0.5])).tolist()
+        [-1.0, 0.5]
+    """
 
     def __call__(self, w):
         return w

@@ -9,7 +9,12 @@ from jmod.layers.layer import InputSpec
 
 
 def transpose_padding(kernel, stride, dilation, padding, output_padding):
-    """Keras' `(left, right)` padding of `jax.lax.conv_transpose` for one spatial axis."""
+    """Keras' `(left, right)` padding of `jax.lax.conv_transpose` for one spatial axis.
+
+    Example:
+        >>> jmod.layers.conv_transpose.transpose_padding(3, 2, 1, "same", None)
+        (2, 1)
+    """
     kernel = (kernel - 1) * dilation + 1
     if padding == "valid":
         extra = max(kernel, stride) - kernel if output_padding is None else output_padding
@@ -23,7 +28,12 @@ def transpose_padding(kernel, stride, dilation, padding, output_padding):
 
 
 def transpose_length(size, kernel, stride, dilation, padding, output_padding):
-    """The output length of a transposed convolution axis (Keras' rule; None stays None)."""
+    """The output length of a transposed convolution axis (Keras' rule; None stays None).
+
+    Example:
+        >>> jmod.layers.conv_transpose.transpose_length(5, 3, 2, 1, "valid", None)
+        11
+    """
     if size is None:
         return None
     kernel = (kernel - 1) * dilation + 1

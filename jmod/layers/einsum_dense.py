@@ -13,6 +13,10 @@ def analyze_equation(equation, bias_axes, input_shape, output_shape):
     """`(kernel_shape, bias_shape or None, full_output_shape)` as Keras derives them.
 
     `output_shape` excludes the batch axis (and the axes an ellipsis stands for).
+
+    Example:
+        >>> jmod.layers.einsum_dense.analyze_equation("ab,bc->ac", "c", (None, 4), (3,))
+        ((4, 3), (3,), (None, 3))
     """
     dotted = re.sub(r"\.\.\.", "0", equation)
     left = False

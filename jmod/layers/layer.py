@@ -480,7 +480,12 @@ class Layer(Module):
 
 
 def takes_mask(layer):
-    """Whether `layer.call` accepts a `mask` argument."""
+    """Whether `layer.call` accepts a `mask` argument.
+
+    Example:
+        >>> jmod.layers.layer.takes_mask(jmod.layers.LSTM(2))
+        True
+    """
     cls = type(layer)
     return "mask" in getattr(cls, "_jmod_call_takes", ()) or getattr(
         cls, "_jmod_call_var_kw", False
