@@ -107,7 +107,7 @@ def variant_ops(variant, arrays, path):
     import numpy as np
 
     if variant == "raw":
-        from jmod.checkpoint._format import aligned_empty
+        from jmod.checkpoint._io import aligned_empty
 
         def write():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -511,10 +511,40 @@ def test_async_write_errors_surface_in_wait(tmp_path, monkeypatch):
         handle.wait()
 
 
+@pytest.mark.parametrize("blocking", [True, False])
+def test_on_written_runs_once_the_checkpoint_is_readable(tmp_path, blocking):
+    seen = []
+
+    def on_written(path):
+        # The files are in place when it runs: the value reads back.
+        seen.append((path, float(jmod.checkpoint.load_variable(path, "v"))))
+
+    ckpt = Checkpoint(v=jmod.Variable(3.0))
+    result = ckpt.write(str(tmp_path / "c"), blocking=blocking, on_written=on_written)
+    path = result if blocking else result.wait()
+    assert seen == [(str(tmp_path / "c"), 3.0)] and path == str(tmp_path / "c")
+
+
+def test_a_failed_write_does_not_call_on_written(tmp_path, monkeypatch):
+    def disk_full(path, arrays):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_format, "write_checkpoint", disk_full)
+    called = []
+    handle = Checkpoint(v=jmod.Variable(1.0)).write(
+        str(tmp_path / "c"), blocking=False, on_written=called.append
+    )
+    with pytest.raises(OSError, match="No space"):
+        handle.wait()
+    assert called == []
+
+
 # ---------------------------------------------------------------- docs
 
 
-@pytest.mark.parametrize("name", ["_format", "checkpoint", "manager", "__init__"])
+@pytest.mark.parametrize(
+    "name", ["_format", "_io", "_read", "_restore_plan", "checkpoint", "manager", "__init__"]
+)
 def test_docstring_examples_exist(name):
     # pytest's --doctest-modules runs them (pyproject).
     import doctest

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from jmod.checkpoint import _format
+from jmod.checkpoint import _format, _read
 from jmod.errors import CheckpointError
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "ckpt_v1", "ckpt-1")
@@ -93,7 +93,7 @@ def test_every_dtype_round_trips_bit_exactly(tmp_path, dtype):
     rng = np.random.default_rng(0)
     values = {f"v{nd}": random_array(rng, _format.DTYPES[dtype], (3,) * nd) for nd in range(4)}
     _format.write_checkpoint(str(tmp_path / "c"), values)
-    got = _format.read_arrays(str(tmp_path / "c"))
+    got = _read.read_arrays(str(tmp_path / "c"))
     for key, want in values.items():
         assert_bit_equal(got[key], want)
 
@@ -105,7 +105,7 @@ def test_zero_sized_and_high_rank_arrays_round_trip(tmp_path):
         "scalar": np.float64(-0.0),
     }
     _format.write_checkpoint(str(tmp_path / "c"), values)
-    got = _format.read_arrays(str(tmp_path / "c"))
+    got = _read.read_arrays(str(tmp_path / "c"))
     for key, want in values.items():
         assert_bit_equal(got[key], np.asarray(want))
 
@@ -113,7 +113,7 @@ def test_zero_sized_and_high_rank_arrays_round_trip(tmp_path):
 def test_non_contiguous_input_is_written_in_logical_order(tmp_path):
     x = np.arange(12.0).reshape(3, 4).T
     _format.write_checkpoint(str(tmp_path / "c"), {"x": x})
-    np.testing.assert_array_equal(_format.read_arrays(str(tmp_path / "c"))["x"], x)
+    np.testing.assert_array_equal(_read.read_arrays(str(tmp_path / "c"))["x"], x)
 
 
 def test_values_are_64_byte_aligned_on_disk_and_in_memory(tmp_path):
@@ -121,7 +121,7 @@ def test_values_are_64_byte_aligned_on_disk_and_in_memory(tmp_path):
     _format.write_checkpoint(str(tmp_path / "c"), values)
     index = _format.read_index(str(tmp_path / "c"))
     assert all(e.offset % 64 == 0 for e in index.entries.values())
-    got = _format.read_arrays(str(tmp_path / "c"), index)
+    got = _read.read_arrays(str(tmp_path / "c"), index)
     assert all(a.ctypes.data % 64 == 0 for a in got.values())
 
 
@@ -129,7 +129,7 @@ def test_read_buffers_are_adopted_by_jax_without_a_copy_on_cpu(tmp_path):
     import jax
 
     _format.write_checkpoint(str(tmp_path / "c"), {"x": np.arange(1000, dtype=np.float32)})
-    got = _format.read_arrays(str(tmp_path / "c"))["x"]
+    got = _read.read_arrays(str(tmp_path / "c"))["x"]
     on_device = jax.device_put(got)
     if jax.default_backend() == "cpu":
         assert on_device.unsafe_buffer_pointer() == got.ctypes.data
@@ -147,7 +147,7 @@ def test_unknown_dtype_and_bad_keys_are_refused(tmp_path):
 def test_checked_in_version_1_files_still_load():
     index = _format.read_index(FIXTURE)
     assert index.version == 1
-    got = _format.read_arrays(FIXTURE, index)
+    got = _read.read_arrays(FIXTURE, index)
     want = fixture_values()
     assert sorted(got) == sorted(want)
     for key in want:
@@ -165,10 +165,10 @@ def test_values_span_many_chunks_each_with_its_own_checksum(tmp_path, monkeypatc
     entry = _format.read_index(path).entries["x"]
     data = x.tobytes()
     assert list(entry.crc32) == [zlib.crc32(data[i : i + 100]) for i in range(0, 4000, 100)]
-    np.testing.assert_array_equal(_format.read_arrays(path)["x"], x)
+    np.testing.assert_array_equal(_read.read_arrays(path)["x"], x)
     flip_byte(data_file(path), entry.offset + 3999)
     with pytest.raises(CheckpointError, match="checksum mismatch in chunk 39"):
-        _format.read_arrays(path)
+        _read.read_arrays(path)
 
 
 def test_short_os_writes_and_reads_are_completed(tmp_path, monkeypatch):
@@ -177,7 +177,7 @@ def test_short_os_writes_and_reads_are_completed(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "preadv", lambda fd, bufs, off: real_preadv(fd, [bufs[0][:5]], off))
     x = np.arange(100, dtype=np.int32)
     _format.write_checkpoint(str(tmp_path / "c"), {"x": x})
-    np.testing.assert_array_equal(_format.read_arrays(str(tmp_path / "c"))["x"], x)
+    np.testing.assert_array_equal(_read.read_arrays(str(tmp_path / "c"))["x"], x)
 
 
 def test_index_holds_offsets_and_lengths_beyond_4_gib():
@@ -195,7 +195,7 @@ def test_an_index_pointing_past_the_end_of_the_data_is_refused_before_reading(ck
     with open(_format.index_path(path), "wb") as f:
         f.write(_format.encode_index(forged))
     with pytest.raises(CheckpointError, match=r"ckpt\.data-00000-of-00001.*past the end"):
-        _format.read_arrays(path)
+        _read.read_arrays(path)
 
 
 # ---------------------------------------------------------------- lazy reads
@@ -205,14 +205,14 @@ def test_reading_some_keys_does_not_touch_the_others(ckpt):
     path, values = ckpt
     entry = _format.read_index(path).entries["a/w"]
     flip_byte(data_file(path), entry.offset)  # damage a/w only
-    got = _format.read_arrays(path, keys=["b"])
+    got = _read.read_arrays(path, keys=["b"])
     assert list(got) == ["b"]
     np.testing.assert_array_equal(got["b"], values["b"])
 
 
 def test_reading_a_key_the_checkpoint_lacks_names_it(ckpt):
     with pytest.raises(CheckpointError, match="nope: not in checkpoint"):
-        _format.read_arrays(ckpt[0], keys=["nope"])
+        _read.read_arrays(ckpt[0], keys=["nope"])
 
 
 # ---------------------------------------------------------------- shards and files
@@ -227,7 +227,7 @@ def test_sharded_write_balances_values_over_numbered_files(tmp_path):
     ]
     sizes = [os.path.getsize(_format.data_path(path, k, 3)) for k in range(3)]
     assert max(sizes) - min(sizes) <= 700 * 4
-    got = _format.read_arrays(path)
+    got = _read.read_arrays(path)
     for key, want in values.items():
         np.testing.assert_array_equal(got[key], want)
 
@@ -237,7 +237,7 @@ def test_rewriting_with_fewer_shards_removes_the_old_data_files(tmp_path):
     _format.write_checkpoint(path, {"a": np.ones(3), "b": np.ones(4)}, num_shards=2)
     _format.write_checkpoint(path, {"a": np.zeros(3)})
     assert sorted(os.listdir(tmp_path)) == ["c.data-00000-of-00001", "c.index"]
-    np.testing.assert_array_equal(_format.read_arrays(path)["a"], np.zeros(3))
+    np.testing.assert_array_equal(_read.read_arrays(path)["a"], np.zeros(3))
 
 
 def test_delete_checkpoint_removes_every_file_and_only_those(tmp_path):
@@ -298,21 +298,21 @@ def test_flipped_data_bytes_fail_the_checksum(ckpt):
     entry = _format.read_index(path).entries["b"]
     flip_byte(data_file(path), entry.offset + 9)
     with pytest.raises(CheckpointError, match=r"data-00000-of-00001.*b: checksum mismatch"):
-        _format.read_arrays(path)
+        _read.read_arrays(path)
 
 
 def test_truncated_data_file_names_it(ckpt):
     path, _ = ckpt
     os.truncate(data_file(path), os.path.getsize(data_file(path)) // 2)
     with pytest.raises(CheckpointError, match=r"data-00000-of-00001.*truncated"):
-        _format.read_arrays(path)
+        _read.read_arrays(path)
 
 
 def test_missing_data_file_names_it(ckpt):
     path, _ = ckpt
     os.unlink(data_file(path))
     with pytest.raises(CheckpointError, match=r"ckpt\.data-00000-of-00001: data file missing"):
-        _format.read_arrays(path)
+        _read.read_arrays(path)
 
 
 def test_a_data_file_from_another_write_is_refused(tmp_path):
@@ -321,7 +321,7 @@ def test_a_data_file_from_another_write_is_refused(tmp_path):
     _format.write_checkpoint(b, {"x": np.zeros(4)})
     os.replace(data_file(b), data_file(a))
     with pytest.raises(CheckpointError, match="another write"):
-        _format.read_arrays(a)
+        _read.read_arrays(a)
 
 
 def test_an_oversized_index_is_refused_without_reading_it(ckpt, monkeypatch):
@@ -423,7 +423,7 @@ def test_mutated_checkpoints_raise_checkpoint_error_or_read_the_exact_values(
     with open(filename, "wb") as f:
         f.write(data)
     try:
-        got = _format.read_arrays(path)
+        got = _read.read_arrays(path)
     except CheckpointError as err:
         assert os.path.basename(filename) in str(err)
         return
@@ -472,7 +472,7 @@ def test_a_kill_mid_write_leaves_the_previous_checkpoint_and_no_new_one(tmp_path
     assert not _format.checkpoint_exists(str(tmp_path / "ckpt-2"))
     with pytest.raises(CheckpointError, match="no checkpoint"):
         _format.read_index(str(tmp_path / "ckpt-2"))
-    np.testing.assert_array_equal(_format.read_arrays(old)["w"], np.ones(100_000))
+    np.testing.assert_array_equal(_read.read_arrays(old)["w"], np.ones(100_000))
     leftovers = [n for n in os.listdir(tmp_path) if n.startswith("ckpt-2")]
     assert leftovers and all(".tmp-" in n for n in leftovers)
 
@@ -482,9 +482,9 @@ def test_a_kill_while_overwriting_leaves_the_old_values_loadable(tmp_path, mode)
     path = str(tmp_path / "ckpt")
     _format.write_checkpoint(path, {"w": np.ones(100_000, np.float32)})
     run_killed(path, mode)
-    np.testing.assert_array_equal(_format.read_arrays(path)["w"], np.ones(100_000))
+    np.testing.assert_array_equal(_read.read_arrays(path)["w"], np.ones(100_000))
     _format.write_checkpoint(path, {"w": np.full(3, 2.0)})  # the next write cleans up
-    np.testing.assert_array_equal(_format.read_arrays(path)["w"], np.full(3, 2.0))
+    np.testing.assert_array_equal(_read.read_arrays(path)["w"], np.full(3, 2.0))
     assert sorted(os.listdir(tmp_path)) == ["ckpt.data-00000-of-00001", "ckpt.index"]
 
 
@@ -500,4 +500,4 @@ def test_a_failed_write_removes_its_temporaries_and_keeps_the_old_checkpoint(tmp
         _format.write_checkpoint(path, {"w": np.zeros(3)})
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["ckpt.data-00000-of-00001", "ckpt.index"]
-    np.testing.assert_array_equal(_format.read_arrays(path)["w"], np.ones(3))
+    np.testing.assert_array_equal(_read.read_arrays(path)["w"], np.ones(3))

@@ -12,7 +12,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from jmod.checkpoint import _format, _sharded
+from jmod.checkpoint import _format, _io, _sharded
 from jmod.errors import CheckpointError
 from tests.layer_checks import run_docstring_examples
 from tests.test_distributed import session
@@ -162,8 +162,8 @@ def test_a_block_past_the_end_of_its_file_fails_before_the_value_is_allocated(st
     whole = dataclasses.replace(w, shape=(12 + (1 << 20), 5), file=-1, pieces=blocks)
     index = dataclasses.replace(index, entries={"w": whole})
     allocated = []
-    real = _format.aligned_empty
-    monkeypatch.setattr(_format, "aligned_empty", lambda n: allocated.append(n) or real(n))
+    real = _io.aligned_empty
+    monkeypatch.setattr(_io, "aligned_empty", lambda n: allocated.append(n) or real(n))
     with _sharded.BoxReader(path, index) as reader:
         with pytest.raises(CheckpointError, match=r"w: bytes .* lie past the end of the file"):
             reader.read("w")

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from jmod.checkpoint import _format
+from jmod.checkpoint import _format, _read
 from jmod.checkpoint.checkpoint import Checkpoint, CheckpointLoadStatus, WriteHandle
 from jmod.checkpoint.manager import CheckpointManager, latest_checkpoint
 
@@ -50,7 +50,7 @@ def load_variable(path: str | os.PathLike, key: str) -> np.ndarray:
     Only that value's bytes are read (a seek to its offset), and checked
     against its checksums.
     """
-    return _format.read_arrays(path, keys=[key])[key]
+    return _read.read_arrays(path, keys=[key])[key]
 
 
 def render_checkpoint(path):

@@ -34,7 +34,7 @@ import jax
 import msgpack
 import numpy as np
 
-from jmod.checkpoint import _format as f
+from jmod.checkpoint import _format, _io
 from jmod.distributed import _slices, exchange
 from jmod.errors import CheckpointError
 
@@ -118,24 +118,24 @@ def plan(values, num_processes):
             raise CheckpointError(f"checkpoint keys must be non-empty strings, got {key!r}")
         dtype, shape, blocks = _blocks_of(value, num_processes)
         try:
-            name = f.dtype_name(dtype)
+            name = _format.dtype_name(dtype)
         except CheckpointError as err:
             raise CheckpointError(f"{key}: {err}") from None
         sharded = sharded or len(blocks) > 1
         for block in blocks:
-            length = block.size * f.DTYPES[name].itemsize
+            length = block.size * _format.DTYPES[name].itemsize
             items.append(
                 {"key": key, "dtype": name, "shape": shape, "block": block, "length": length}
             )
     writers = _slices.assign_writers(
         [i["block"] for i in items], num_processes, [i["length"] for i in items]
     )
-    ends = [f.DATA_HEADER_BYTES] * num_processes
+    ends = [_format.DATA_HEADER_BYTES] * num_processes
     for item, writer in zip(items, writers):
         item["writer"] = writer
-        item["offset"] = f._align(ends[writer])
+        item["offset"] = _io.align(ends[writer])
         ends[writer] = item["offset"] + item["length"]
-    version = f.SHARDED_VERSION if sharded else f.FORMAT_VERSION
+    version = _format.SHARDED_VERSION if sharded else _format.FORMAT_VERSION
     return items, version
 
 
@@ -162,12 +162,12 @@ def write(path, values, chunk_bytes=None):
     in place. A failure on any process is raised on every process.
     """
     path = os.fspath(path)
-    chunk_bytes = f.CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    chunk_bytes = _format.CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     count, me = jax.process_count(), jax.process_index()
     items, version = plan(values, count)
     uid = exchange.broadcast_bytes(secrets.token_bytes(16))
     tag = uid.hex()
-    final = f.data_path(path, me, count)
+    final = _format.data_path(path, me, count)
     temp = f"{final}.tmp-{tag[:12]}"
     crcs, error = {}, None
     try:
@@ -181,7 +181,7 @@ def write(path, values, chunk_bytes=None):
     ]
     failed = [(k, r["error"]) for k, r in enumerate(reports) if r["error"]]
     if failed:
-        _unlink(temp)
+        _io.unlink_quietly(temp)
         k, message = failed[0]
         raise CheckpointError(f"{path}: process {k} could not write its data file: {message}")
     _replace_data_file(temp, final)
@@ -202,23 +202,18 @@ def write(path, values, chunk_bytes=None):
 
 
 def _write_file(temp, version, me, count, uid, mine, values, chunk_bytes):
-    header = f._DATA_HEADER.pack(f.DATA_MAGIC, version, me, count, uid)
     crcs = {}
-    fd = os.open(temp, f._CREATE, 0o644)
+    fd = _io.create(temp)
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as summer:
             futures = {}
-            position = f._write_all(fd, header)
+            position = _io.write_all(fd, _io.pack_data_header(version, me, count, uid))
             for i, item in mine:
-                if item["offset"] > position:
-                    position += f._write_all(fd, bytes(item["offset"] - position))
                 data = _block_data(values[item["key"]], item["block"])
-                view = f._bytes_of(data, item["dtype"], item["block"].shape, item["key"])
-                futures[i] = summer.submit(f._chunk_crcs, view, chunk_bytes)
-                for start in range(0, item["length"], chunk_bytes):
-                    n = f._write_all(fd, view[start : start + chunk_bytes])
-                    f._start_writeback(fd, position, n)
-                    position += n
+                dtype = _format.DTYPES[item["dtype"]]
+                view = _io.byte_view(data, dtype, item["block"].shape, item["key"])
+                futures[i] = summer.submit(_io.chunk_crcs, view, chunk_bytes)
+                position = _io.write_at(fd, position, item["offset"], view, chunk_bytes)
             crcs = {i: future.result() for i, future in futures.items()}
         os.fsync(fd)
     finally:
@@ -227,14 +222,9 @@ def _write_file(temp, version, me, count, uid, mine, values, chunk_bytes):
 
 
 def _replace_data_file(temp, final):
-    # As in _format._commit: a reader of the old index finds the old data
+    # As in _format's commit: a reader of the old index finds the old data
     # under its `.prev-<uid>` name until the new index is in place.
-    old_uid = f._data_file_uid(final)
-    if old_uid is not None:
-        try:
-            os.link(final, f._previous_name(final, old_uid))
-        except OSError:
-            pass
+    _io.keep_previous(final)
     os.replace(temp, final)
 
 
@@ -245,7 +235,7 @@ def _write_index(path, version, count, uid, chunk_bytes, items, crcs):
     for key, parts in by_key.items():
         dtype, shape = parts[0][1]["dtype"], parts[0][1]["shape"]
         pieces = tuple(
-            f.Entry(
+            _format.Entry(
                 key,
                 dtype,
                 item["block"].shape,
@@ -259,34 +249,20 @@ def _write_index(path, version, count, uid, chunk_bytes, items, crcs):
         )
         if len(pieces) == 1:
             p = pieces[0]
-            entries[key] = f.Entry(key, dtype, shape, p.file, p.offset, p.length, p.crc32)
+            entries[key] = _format.Entry(key, dtype, shape, p.file, p.offset, p.length, p.crc32)
         else:
-            length = math.prod(shape) * f.DTYPES[dtype].itemsize
-            entries[key] = f.Entry(key, dtype, shape, -1, 0, length, (), pieces=pieces)
-    index = f.Index(version, uid, count, chunk_bytes, entries)
-    final = f.index_path(path)
+            length = math.prod(shape) * _format.DTYPES[dtype].itemsize
+            entries[key] = _format.Entry(key, dtype, shape, -1, 0, length, (), pieces=pieces)
+    index = _format.Index(version, uid, count, chunk_bytes, entries)
+    final = _format.index_path(path)
     temp = f"{final}.tmp-{uid.hex()[:12]}"
     try:
-        f._write_file(temp, f.encode_index(index))
+        _io.write_file(temp, _format.encode_index(index))
         os.replace(temp, final)
     finally:
-        _unlink(temp)
-    directory = os.path.dirname(path) or "."
-    f._fsync_directory(directory)
-    # Committed: older data files (another process count), `.prev` links and
-    # the temporaries of killed writes are garbage now.
-    base = os.path.basename(path)
-    keep = {os.path.basename(f.data_path(path, k, count)) for k in range(count)}
-    for name in os.listdir(directory):
-        if name.startswith((base + ".data-", base + ".index.tmp-")) and name not in keep:
-            _unlink(os.path.join(directory, name))
-
-
-def _unlink(filename):
-    try:
-        os.unlink(filename)
-    except FileNotFoundError:
-        pass
+        _io.unlink_quietly(temp)
+    _io.fsync_directory(os.path.dirname(path) or ".")
+    _format.remove_leftovers(path, [_format.data_path(path, k, count) for k in range(count)])
 
 
 # ---------------------------------------------------------------- reading boxes
@@ -305,7 +281,7 @@ class BoxReader:
 
     def __init__(self, path, index=None, verify=True, files=None):
         self.path = os.fspath(path)
-        self.index = f.read_index(self.path) if index is None else index
+        self.index = _format.read_index(self.path) if index is None else index
         self.verify = verify
         self._given = dict(files or {})
         self._owned = {}
@@ -332,19 +308,19 @@ class BoxReader:
                 for p in (e.pieces or (e,))
                 if p.file == number
             ]
-            self._owned[number] = f._open_shard(self.path, self.index, number, pieces)
+            self._owned[number] = _format.open_data_file(self.path, self.index, number, pieces)
         return self._owned[number]
 
     def read(self, key, box=None):
         """The box `(start, shape)` of value `key` (default: all of it) as a NumPy array."""
         e = self.index.entries.get(key)
         if e is None:
-            raise CheckpointError(f"{key}: not in checkpoint {f.index_path(self.path)}")
+            raise CheckpointError(f"{key}: not in checkpoint {_format.index_path(self.path)}")
         whole = ((0,) * len(e.shape), tuple(e.shape))
         box = whole if box is None else (tuple(box[0]), tuple(box[1]))
         if _slices.intersect(box, whole) != box and math.prod(box[1]):
             raise CheckpointError(f"{key}: box {box} is outside the value's shape {e.shape}")
-        dtype = f.DTYPES[e.dtype]
+        dtype = _format.DTYPES[e.dtype]
         pieces = e.pieces or (e,)
         for p in pieces:
             # Opening checks that every block lies inside its file: nothing is
@@ -352,7 +328,7 @@ class BoxReader:
             self._file(p.file)
         if len(pieces) == 1 and box == whole:
             return self._rows(pieces[0], 0, e.shape[0] if e.shape else 1)
-        out = f.aligned_empty(math.prod(box[1]) * dtype.itemsize).view(dtype).reshape(box[1])
+        out = _io.aligned_empty(math.prod(box[1]) * dtype.itemsize).view(dtype).reshape(box[1])
         if not out.size:
             return out
         for p in pieces:
@@ -379,35 +355,30 @@ class BoxReader:
         c0, c1 = lo // chunk, -(-hi // chunk)
         begin, end = c0 * chunk, min(c1 * chunk, p.length)
         fd, filename = self._file(p.file)
-        buf = f.aligned_empty(end - begin)
+        buf = _io.aligned_empty(end - begin)
         view = memoryview(buf)
-        f._preadinto(fd, view, p.offset + begin, filename, p.key)
+        _io.pread_exactly(fd, view, p.offset + begin, filename, p.key)
         self.bytes_read += end - begin
         if self.verify:
             for i in range(c0, c1):
-                got = f.crc32(view[(i - c0) * chunk : (i - c0 + 1) * chunk])
-                if got != p.crc32[i]:
-                    raise f._corrupt(
-                        filename,
-                        f"{p.key}: checksum mismatch in chunk {i} (bytes "
-                        f"{p.offset + i * chunk}..): stored {p.crc32[i]}, computed {got}",
-                    )
-        data = buf[lo - begin : hi - begin].view(f.DTYPES[p.dtype])
+                got = _io.crc32(view[(i - c0) * chunk : (i - c0 + 1) * chunk])
+                _io.check_chunk(filename, p.key, i, p.offset + i * chunk, p.crc32[i], got)
+        data = buf[lo - begin : hi - begin].view(_format.DTYPES[p.dtype])
         return data.reshape((count, *p.shape[1:]) if p.shape else ())
 
 
 # ---------------------------------------------------------------- restoring onto a layout
 
 
-def is_multi_device(value) -> bool:
-    """Whether `value` is a concrete `jax.Array` laid out over several devices or processes."""
-    if not isinstance(value, jax.Array) or isinstance(value, jax.core.Tracer):
+def is_multi_device(sharding) -> bool:
+    """Whether `sharding` (a variable's; None if it has none yet) spans devices or processes."""
+    if sharding is None:
         return False
-    return not value.is_fully_addressable or len(value.sharding.device_set) > 1
+    return not sharding.is_fully_addressable or len(sharding.device_set) > 1
 
 
 def read_onto(reader, key, like):
-    """Value `key` as a `jax.Array` with the shape and sharding of `like`.
+    """Value `key` as a `jax.Array` with the shape and sharding of `like` (an array, a variable).
 
     Each process reads only the boxes its own devices hold, each once.
     """

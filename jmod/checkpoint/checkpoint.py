@@ -11,6 +11,7 @@ exist yet (deferred build) when they are created.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import threading
 import warnings
@@ -21,11 +22,15 @@ import numpy as np
 
 from jmod import _scope
 from jmod import module as _module
-from jmod.checkpoint import _format, _sharded
+from jmod.checkpoint import _format, _read, _sharded
+from jmod.checkpoint._restore_plan import (
+    SAVE_COUNTER,
+    RestorePlan,
+    check_compatible,
+    plan_restore,
+)
 from jmod.errors import CheckpointError
 from jmod.variables import Variable
-
-_SAVE_COUNTER = "save_counter"
 
 
 class Checkpoint:
@@ -53,9 +58,9 @@ class Checkpoint:
     """
 
     def __init__(self, **objects):
-        if _SAVE_COUNTER in objects:
+        if SAVE_COUNTER in objects:
             raise CheckpointError(
-                f"'{_SAVE_COUNTER}' is the checkpoint's own counter; use another name"
+                f"'{SAVE_COUNTER}' is the checkpoint's own counter; use another name"
             )
         for name, obj in objects.items():
             _check_savable(name, obj)
@@ -82,7 +87,7 @@ class Checkpoint:
             0
         """
         if self._save_counter is None:
-            self._save_counter = Variable(self._saved_counter, trainable=False, name=_SAVE_COUNTER)
+            self._save_counter = Variable(self._saved_counter, trainable=False, name=SAVE_COUNTER)
         return self._save_counter
 
     # -- saving ---------------------------------------------------------------
@@ -95,10 +100,10 @@ class Checkpoint:
                     seen.add(id(var))
                     named.append((path, var))
         if self._save_counter is not None:
-            named.append((_SAVE_COUNTER, self._save_counter))
+            named.append((SAVE_COUNTER, self._save_counter))
         return named
 
-    def write(self, path, blocking: bool = True):
+    def write(self, path, blocking: bool = True, *, on_written=None):
         """Writes the variables' current values as the checkpoint `path`.
 
         Makes `path.index` and `path.data-00000-of-00001` (through temporary
@@ -107,12 +112,18 @@ class Checkpoint:
         `WriteHandle` at once: the values are copied to host memory first, so
         later updates do not leak into the file, and written on a thread;
         `handle.wait()` returns `path` or raises what the write raised.
+
+        `on_written(path)`, if given, runs once the files are in place (on the
+        writing thread when not blocking; `wait()` returns after it), as
+        TensorFlow's write callbacks do: `CheckpointManager` records the new
+        checkpoint there.
         """
         path = os.fspath(path)
         self.wait()
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
+        then = None if on_written is None else (lambda: on_written(path))
         # Every value from the same moment (another thread may be training),
         # pinned so a donating train step copies instead of deleting them.
         named = self.named_variables()
@@ -126,19 +137,25 @@ class Checkpoint:
                 # its collectives with the training step's).
                 if blocking or jax.process_count() > 1:
                     _sharded.write(path, values)
-                    return path if blocking else WriteHandle(path, lambda: None)
-                held = _sharded.snapshot(values)
-                self._in_flight = WriteHandle(path, lambda: _sharded.write(path, held))
-                return self._in_flight
-            if blocking:
+                    work = None
+                else:
+                    held = _sharded.snapshot(values)
+                    work = functools.partial(_sharded.write, path, held)
+            elif blocking:
                 # Zero-copy on CPU: the arrays' own memory streams to the file.
                 _format.write_checkpoint(path, values)
-                return path
-            host = _snapshot(values)
-            self._in_flight = WriteHandle(path, lambda: _format.write_checkpoint(path, host))
-            return self._in_flight
+                work = None
+            else:
+                host = _snapshot(values)
+                work = functools.partial(_format.write_checkpoint, path, host)
         finally:
             _scope.unpin(ticket)
+        if blocking:
+            if then is not None:
+                then()
+            return path
+        self._in_flight = WriteHandle(path, work or (lambda: None), then)
+        return self._in_flight
 
     def save(self, prefix, blocking: bool = True):
         """Increments `save_counter` and writes the checkpoint `prefix-N` (N counts from 1).
@@ -204,48 +221,38 @@ class Checkpoint:
         index = _format.read_index(path)
         filename = _format.index_path(path)
         existing = dict(self.named_variables())
-        saved_counter = index.entries.get(_SAVE_COUNTER)
-        existing.pop(_SAVE_COUNTER, None)
-        missing = sorted(set(existing) - set(index.entries))
-        if missing and not partial:
-            shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
-            raise CheckpointError(
-                f"{filename} has no value for {len(missing)} existing variable(s): {shown}; "
-                "pass partial=True to restore the rest"
-            )
-        for key in sorted(existing.keys() & index.entries.keys()):
-            _check_compatible(key, existing[key], index.entries[key], filename)
         # Deferred keys are those under a module that can still grow variables.
         roots = dict(r for name, obj in self._objects.items() for r in _module_roots(name, obj))
-        deferred = {}
-        for key in index.entries:
-            if key not in existing and key != _SAVE_COUNTER:
-                root = _root_of(key, roots)
-                if root is not None:
-                    deferred[key] = root
-        wanted = sorted(existing.keys() & index.entries.keys()) + list(deferred)
-        if saved_counter is not None:
-            wanted.append(_SAVE_COUNTER)
-        if saved_counter is not None and saved_counter.shape != ():
-            raise CheckpointError(f"{filename}: save_counter has shape {saved_counter.shape}")
+        plan = plan_restore(index.entries, existing, roots, partial=partial, filename=filename)
         status = CheckpointLoadStatus(self, path, index.entries.keys(), {})
-        restore = status._restore
-        restore.report.unmatched = set(index.entries) - set(wanted) - {_SAVE_COUNTER}
-        # Variables laid out over several devices are filled box by box: each
-        # process reads only what its devices hold.
-        laid_out = [
-            k for k in wanted if k in existing and _sharded.is_multi_device(existing[k]._value)
-        ]
-        whole = [k for k in wanted if k not in laid_out]
-        # Each value is assigned as soon as it is read and verified, so the
-        # old one can go: restoring into a built model needs memory for about
-        # one variable beyond the model, not a second model.
+        status._restore.report.unmatched = set(plan.unmatched)
+        self._apply(path, index, plan, existing, status._restore)
+        callbacks_by_root: dict[str, dict] = {}
+        for key, root in plan.deferred.items():
+            rel = key[len(root) + 1 :]
+            callbacks_by_root.setdefault(root, {})[rel] = status._restore.deliverer(key, filename)
+        for root, callbacks in callbacks_by_root.items():
+            _module.on_variable_created(roots[root], callbacks)
+        self._status = status
+        return status
+
+    def _apply(self, path, index, plan: RestorePlan, existing, restore: _Restore) -> None:
+        """Reads the planned values and assigns them; deferred ones wait in `restore.pending`.
+
+        Each value is assigned as soon as it is read and verified, so the old
+        one can go: restoring into a built model needs memory for about one
+        variable beyond the model, not a second model. Variables laid out over
+        several devices are filled box by box: each process reads only what
+        its devices hold.
+        """
+        laid_out = [k for k in plan.assign if _sharded.is_multi_device(existing[k].sharding)]
+        whole = [k for k in plan.wanted if k not in laid_out]
         try:
-            for key, value in _format.iter_arrays(path, index, whole):
-                if key in existing:
+            for key, value in _read.iter_arrays(path, index, whole):
+                if key in existing and key != SAVE_COUNTER:
                     existing[key].assign(_to_device(value, existing[key]))
                     restore.restored.add(key)
-                elif key == _SAVE_COUNTER:
+                elif key == SAVE_COUNTER:
                     self._saved_counter = int(value)
                     if self._save_counter is not None:
                         self._save_counter.assign(value.astype(self._save_counter.dtype))
@@ -254,24 +261,16 @@ class Checkpoint:
             with _sharded.BoxReader(path, index) as reader:
                 for key in laid_out:
                     variable = existing[key]
-                    variable.assign(_sharded.read_onto(reader, key, variable._value))
+                    variable.assign(_sharded.read_onto(reader, key, variable))
                     restore.restored.add(key)
         except BaseException as err:
             restore.report.silenced = True  # the error is the report
-            done = len(restore.restored - {_SAVE_COUNTER})
+            done = len(restore.restored - {SAVE_COUNTER})
             if not isinstance(err, CheckpointError) or not done:
                 raise
             raise CheckpointError(
-                f"{err} ({done} of {len(wanted)} values were already assigned)"
+                f"{err} ({done} of {len(plan.wanted)} values were already assigned)"
             ) from None
-        callbacks_by_root: dict[str, dict] = {}
-        for key, root in deferred.items():
-            rel = key[len(root) + 1 :]
-            callbacks_by_root.setdefault(root, {})[rel] = restore.deliverer(key, filename)
-        for root, callbacks in callbacks_by_root.items():
-            _module.on_variable_created(roots[root], callbacks)
-        self._status = status
-        return status
 
 
 class CheckpointLoadStatus:
@@ -311,7 +310,7 @@ class CheckpointLoadStatus:
     @property
     def unrestored_variables(self) -> list[str]:
         """Keys of the checkpointed objects' variables, as they are now, that got no value."""
-        named = {k for k, _ in self._checkpoint.named_variables()} - {_SAVE_COUNTER}
+        named = {k for k, _ in self._checkpoint.named_variables()} - {SAVE_COUNTER}
         return sorted(named - self._restore.restored)
 
     def assert_consumed(self) -> CheckpointLoadStatus:
@@ -338,7 +337,7 @@ class CheckpointLoadStatus:
     def assert_nontrivial_match(self) -> CheckpointLoadStatus:
         """Raises `CheckpointError` unless at least one variable was restored."""
         self._checked()
-        if not self._restore.restored - {_SAVE_COUNTER}:
+        if not self._restore.restored - {SAVE_COUNTER}:
             raise CheckpointError(f"restore of {self.path!r} matched no variable")
         return self
 
@@ -364,7 +363,7 @@ class _Restore:
     def __init__(self, path, keys, values):
         self.keys = set(keys)
         self.pending = values  # deferred key -> value, until its variable appears
-        self.restored: set[str] = {_SAVE_COUNTER} & self.keys
+        self.restored: set[str] = {SAVE_COUNTER} & self.keys
         self.lock = threading.Lock()
         self.cancelled = False
         self.report = _Report(path)
@@ -385,7 +384,7 @@ class _Restore:
                 value = self.pending.pop(key, None)
             if value is None:
                 return
-            _check_compatible(key, variable, _entry_like(key, value), filename)
+            check_compatible(key, variable, value, filename)
             variable.assign(_to_device(value, variable))
             self.restored.add(key)
             self.report.waiting.discard(key)
@@ -501,38 +500,13 @@ def _module_roots(prefix, obj):
             yield from _module_roots(f"{prefix}/{i}", item)
 
 
-def _root_of(key, roots):
-    """The prefix in `roots` that `key` lies under, the longest if several."""
-    best = None
-    for prefix in roots:
-        if key.startswith(prefix + "/") and (best is None or len(prefix) > len(best)):
-            best = prefix
-    return best
-
-
-def _check_compatible(key, variable, entry, filename):
-    want_shape, want_dtype = tuple(variable.shape), np.dtype(variable.dtype).name
-    if (tuple(entry.shape), entry.dtype) != (want_shape, want_dtype):
-        raise CheckpointError(
-            f"{key}: checkpoint has shape {tuple(entry.shape)} {entry.dtype}, "
-            f"the variable is {want_shape} {want_dtype} (file {filename})"
-        )
-
-
-class _entry_like:
-    """Shape and dtype of an array, read like an index entry."""
-
-    def __init__(self, key, value):
-        self.shape, self.dtype = value.shape, value.dtype.name
-
-
 def _to_device(value: np.ndarray, variable: Variable):
     # The read buffers are 64-byte aligned, so on CPU device_put adopts them
     # without a copy; onto the variable's current sharding where it has one.
-    current = getattr(variable, "_value", None)
-    if isinstance(current, jax.core.Tracer) or not isinstance(current, jax.Array):
+    sharding = variable.sharding
+    if sharding is None:
         return jax.device_put(value)  # created mid-trace: no placement to follow yet
-    return jax.device_put(value, current.sharding)
+    return jax.device_put(value, sharding)
 
 
 def _snapshot(values: dict) -> dict:

@@ -17,8 +17,8 @@ import time
 
 import jax
 
-from jmod.checkpoint import _format
-from jmod.checkpoint.checkpoint import Checkpoint, WriteHandle
+from jmod.checkpoint import _format, _io
+from jmod.checkpoint.checkpoint import Checkpoint
 
 STATE_FILE = "checkpoint"
 _STATE_FORMAT = "jmod.checkpoint_state"
@@ -114,10 +114,8 @@ class CheckpointManager:
             checkpoint.write(path)
             self._record(name)
             return path
-        handle = checkpoint.write(path, blocking=False)
-        # Chain the bookkeeping onto the write: the handle is done when both are.
-        checkpoint._in_flight = WriteHandle(path, handle.wait, lambda: self._record(name))
-        return checkpoint._in_flight
+        # The bookkeeping runs on the write's thread: the handle is done when both are.
+        return checkpoint.write(path, blocking=False, on_written=lambda _: self._record(name))
 
     def restore_or_initialize(self):
         """Restores the latest checkpoint and returns its path; or runs `init_fn`, returns None."""
@@ -172,7 +170,7 @@ class CheckpointManager:
             "last_preserved_time": self._last_preserved,
         }
         data = json.dumps(state, indent=1).encode()
-        _format.write_file_atomic(os.path.join(self.directory, STATE_FILE), data)
+        _io.write_file_atomic(os.path.join(self.directory, STATE_FILE), data)
 
     def _load_state(self):
         """(entries, preserved, last_preserved_time) from the state file and the directory."""

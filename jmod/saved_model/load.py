@@ -9,6 +9,7 @@ import os
 import jax
 
 from jmod.checkpoint import _format as _format_ckpt
+from jmod.checkpoint import _read as _read_ckpt
 from jmod.errors import CheckpointError
 from jmod.module import Module
 from jmod.saved_model import _format
@@ -121,7 +122,7 @@ def read_variables(prefix, records):
         )
     variables = {}
     try:
-        for key, value in _format_ckpt.iter_arrays(prefix, index, list(keys)):
+        for key, value in _read_ckpt.iter_arrays(prefix, index, list(keys)):
             r = keys[key]
             variables[r["path"]] = Variable(value, trainable=r["trainable"], name=r.get("name"))
     except CheckpointError as e:
