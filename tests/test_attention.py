@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -229,3 +230,19 @@ def test_compute_output_shape():
 
 def test_docstring_examples_run():
     run_docstring_examples(attention)
+
+
+def test_query_and_value_masks_equal_the_explicit_attention_mask_with_jit_gradients():
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    v = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    q_mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    v_mask = np.array([[1, 1, 1, 0, 0], [1, 0, 1, 1, 1]], bool)
+    mha = jmod.layers.MultiHeadAttention(2, 3)
+    explicit = q_mask[:, :, None] & v_mask[:, None, :]
+    out = mha(q, v, query_mask=q_mask, value_mask=v_mask)
+    ref = mha(q, v, attention_mask=explicit)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6)
+    # Masked value steps get no gradient, under jax.jit.
+    grad = jax.jit(jax.grad(lambda v_: jnp.sum(mha(q, v_, value_mask=v_mask) ** 2)))(v)
+    assert (np.asarray(grad)[~v_mask] == 0).all() and np.abs(np.asarray(grad)[v_mask]).sum() > 0

@@ -64,6 +64,10 @@ class MultiHeadAttention(Layer):
             *value_steps)` attention probabilities (before dropout).
         training: whether dropout is active.
         use_causal_mask: forbid query step `i` to attend to value steps after `i`.
+        query_mask, value_mask, key_mask: padding masks `(batch, steps)` (as
+            `Embedding(mask_zero=True)` makes), combined into the attention mask
+            as Keras does: masked query rows attend to nothing, masked value/key
+            steps are never attended to.
     """
 
     def __init__(
@@ -190,6 +194,9 @@ class MultiHeadAttention(Layer):
         return_attention_scores=False,
         training=None,
         use_causal_mask=False,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
     ):
         value = self._cast(_as_array(value))
         key = value if key is None else self._cast(_as_array(key))
@@ -205,6 +212,7 @@ class MultiHeadAttention(Layer):
         q = q * jnp.asarray(1.0 / math.sqrt(self.key_dim), q.dtype)
         logits = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32)
 
+        attention_mask = _padding_mask(attention_mask, query_mask, value_mask, key_mask)
         mask = self._mask(attention_mask, use_causal_mask, batch, q_steps, v_steps)
         if mask is not None:
             logits = jnp.where(mask, logits, jnp.float32(-1e9))
@@ -300,6 +308,20 @@ class MultiHeadAttention(Layer):
                 self, "bias_constraint", self.bias_constraint
             ),
         }
+
+
+def _padding_mask(attention_mask, query_mask, value_mask, key_mask):
+    """Keras' combination: query steps (batch, T) x value/key steps (batch, S), and-ed in."""
+    auto = None
+    if query_mask is not None:
+        auto = _as_array(query_mask).astype(bool)[:, :, None]
+    for m in (value_mask, key_mask):
+        if m is not None:
+            m = _as_array(m).astype(bool)[:, None, :]
+            auto = m if auto is None else auto & m
+    if auto is None:
+        return attention_mask
+    return auto if attention_mask is None else _as_array(attention_mask).astype(bool) & auto
 
 
 def _sequence(layer, value):
