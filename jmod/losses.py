@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmod.module import _snake
+from jmod._naming import keras_snake_case
+from jmod._per_sample import broadcast_weights, integer_labels, mean_over_last_axis
 from jmod.training._errors import TrainingError
 from jmod.training._lookup import lookup
 
@@ -93,19 +94,6 @@ def _prepare(y_true, y_pred, name, same_shape=False):
     return t, p
 
 
-def _mean_last(values):
-    # Inputs of rank 1 are one value per sample already: averaging them would
-    # mix samples (and break sample weights and padding masks).
-    return jnp.mean(values, axis=-1) if values.ndim > 1 else values
-
-
-def _sparse_labels(y_true, y_pred):
-    y_true = jnp.asarray(y_true)
-    if y_true.ndim == jnp.ndim(y_pred) and y_true.shape[-1] == 1:
-        y_true = jnp.squeeze(y_true, -1)
-    return y_true.astype(jnp.int32)
-
-
 # -- function forms ------------------------------------------------------------------
 
 
@@ -117,7 +105,7 @@ def mean_squared_error(y_true, y_pred):
         Array([1.], dtype=float32)
     """
     y_true, y_pred = _prepare(y_true, y_pred, "mean_squared_error")
-    return _mean_last(jnp.square(y_pred - y_true))
+    return mean_over_last_axis(jnp.square(y_pred - y_true))
 
 
 def mean_absolute_error(y_true, y_pred):
@@ -128,7 +116,7 @@ def mean_absolute_error(y_true, y_pred):
         Array([1.], dtype=float32)
     """
     y_true, y_pred = _prepare(y_true, y_pred, "mean_absolute_error")
-    return _mean_last(jnp.abs(y_pred - y_true))
+    return mean_over_last_axis(jnp.abs(y_pred - y_true))
 
 
 def huber(y_true, y_pred, delta=1.0):
@@ -144,7 +132,7 @@ def huber(y_true, y_pred, delta=1.0):
     error = jnp.abs(y_pred - y_true)
     quadratic = jnp.minimum(error, delta)
     linear = error - quadratic
-    return _mean_last(0.5 * jnp.square(quadratic) + delta * linear)
+    return mean_over_last_axis(0.5 * jnp.square(quadratic) + delta * linear)
 
 
 def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
@@ -165,7 +153,7 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0):
     else:
         p = jnp.clip(y_pred, EPSILON, 1.0 - EPSILON)
         values = -(y_true * jnp.log(p) + (1.0 - y_true) * jnp.log(1.0 - p))
-    return _mean_last(values)
+    return mean_over_last_axis(values)
 
 
 def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
@@ -212,7 +200,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
         0.6931
     """
     y_pred = _float(y_pred)
-    labels = _sparse_labels(y_true, y_pred)
+    labels = integer_labels(y_true, y_pred)
     classes = jnp.shape(y_pred)[axis] if jnp.ndim(y_pred) else None
     if classes is None or labels.shape != jnp.shape(jnp.moveaxis(y_pred, axis, -1))[:-1]:
         raise _misfit(
@@ -241,14 +229,6 @@ mae = MAE = mean_absolute_error
 # -- reduction -------------------------------------------------------------------------
 
 
-def _broadcast_weights(weights, values):
-    weights = jnp.asarray(weights, values.dtype)
-    while weights.ndim > values.ndim and weights.shape[-1] == 1:
-        weights = jnp.squeeze(weights, -1)
-    weights = jnp.reshape(weights, weights.shape + (1,) * (values.ndim - weights.ndim))
-    return jnp.broadcast_to(weights, values.shape)
-
-
 def reduce_values(values, sample_weight=None, reduction="sum_over_batch_size", count=None):
     """Reduces per-sample loss values to a scalar, weighting samples by `sample_weight`.
 
@@ -266,7 +246,7 @@ def reduce_values(values, sample_weight=None, reduction="sum_over_batch_size", c
     """
     values = jnp.asarray(values)
     if sample_weight is not None:
-        weights = _broadcast_weights(sample_weight, values)
+        weights = broadcast_weights(sample_weight, values)
         values = values * weights
     if reduction == "none":
         return values
@@ -308,7 +288,7 @@ class Loss:
                 f"got {reduction!r}"
             )
         self.reduction = reduction
-        self.name = name or _snake(type(self).__name__)
+        self.name = name or keras_snake_case(type(self).__name__)
 
     def call(self, y_true, y_pred):
         """Per-sample loss values. Subclasses implement it."""

@@ -14,12 +14,11 @@ Example:
     0.0
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmod import losses
+from jmod import _per_sample, losses
 from jmod.module import Module
 from jmod.training._errors import TrainingError
 from jmod.training._lookup import lookup
@@ -101,7 +100,7 @@ class Metric(Module):
         return cls(**config)
 
 
-def _per_sample(values, sample_weight):
+def _one_per_sample(values, sample_weight):
     """(values reduced to one per sample, weights broadcast to them)."""
     values = jnp.asarray(values, jnp.float32)
     if values.ndim > 1:
@@ -111,11 +110,7 @@ def _per_sample(values, sample_weight):
             values = jnp.mean(values, axis=tuple(range(keep, values.ndim)))
     if sample_weight is None:
         return values, None
-    weights = jnp.asarray(sample_weight, jnp.float32)
-    while weights.ndim > values.ndim and weights.shape[-1] == 1:
-        weights = jnp.squeeze(weights, -1)
-    weights = jnp.reshape(weights, weights.shape + (1,) * (values.ndim - weights.ndim))
-    return values, jnp.broadcast_to(weights, values.shape)
+    return values, _per_sample.broadcast_weights(sample_weight, values)
 
 
 class Sum(Metric):
@@ -131,7 +126,7 @@ class Sum(Metric):
         self.total = self.add_variable("total")
 
     def update_state(self, values, sample_weight=None):
-        values, weights = _per_sample(values, sample_weight)
+        values, weights = _one_per_sample(values, sample_weight)
         if weights is not None:
             values = values * weights
         self.total.assign_add(jnp.sum(values).astype(self.dtype))
@@ -158,7 +153,7 @@ class Mean(Metric):
         self.count = self.add_variable("count")
 
     def update_state(self, values, sample_weight=None):
-        values, weights = _per_sample(values, sample_weight)
+        values, weights = _one_per_sample(values, sample_weight)
         if weights is None:
             total, count = jnp.sum(values), jnp.asarray(values.size, jnp.float32)
         else:
@@ -204,7 +199,7 @@ def binary_accuracy(y_true, y_pred, threshold=0.5):
     """1.0 where `(y_pred > threshold) == y_true`, averaged over the last axis."""
     y_true, y_pred = losses.match_rank(jnp.asarray(y_true), jnp.asarray(y_pred))
     hits = (y_pred > threshold) == (y_true > 0.5)
-    return losses._mean_last(hits.astype(jnp.float32))
+    return _per_sample.mean_over_last_axis(hits.astype(jnp.float32))
 
 
 def categorical_accuracy(y_true, y_pred):
@@ -214,7 +209,7 @@ def categorical_accuracy(y_true, y_pred):
 
 def sparse_categorical_accuracy(y_true, y_pred):
     """1.0 where the arg-max of `y_pred` is the integer label `y_true`."""
-    labels = losses._sparse_labels(y_true, y_pred)
+    labels = _per_sample.integer_labels(y_true, y_pred)
     return (jnp.argmax(y_pred, -1) == labels).astype(jnp.float32)
 
 
@@ -232,7 +227,7 @@ def top_k_categorical_accuracy(y_true, y_pred, k=5):
 
 def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
     """1.0 where the integer label is among the `k` highest scores."""
-    return _in_top_k(jnp.asarray(y_pred), losses._sparse_labels(y_true, y_pred), k)
+    return _in_top_k(jnp.asarray(y_pred), _per_sample.integer_labels(y_true, y_pred), k)
 
 
 # -- mean metrics ---------------------------------------------------------------------
@@ -450,7 +445,7 @@ class _Confusion(Metric):
             y_pred = jax.nn.sigmoid(y_pred)
         weights = jnp.ones(y_pred.shape, jnp.float32)
         if sample_weight is not None:
-            weights = losses._broadcast_weights(sample_weight, weights)
+            weights = _per_sample.broadcast_weights(sample_weight, weights)
         if self.class_id is not None:
             y_true, y_pred = y_true[..., self.class_id], y_pred[..., self.class_id]
             weights = weights[..., self.class_id]

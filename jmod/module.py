@@ -7,22 +7,17 @@ its first path; cycles end the walk.
 """
 
 import functools
-import re
 import weakref
 from collections.abc import Mapping
 
 import jax
 
 from jmod import _scope, _tracing
+from jmod._naming import tf_snake_case
 from jmod.errors import ModuleError
 from jmod.variables import Variable
 
 _MISSING = object()
-
-
-def _snake(name):
-    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
 
 
 def _expand(prefix, value, seen):
@@ -179,12 +174,12 @@ class Module:
     def __init__(self, name: str | None = None) -> None:
         if name is not None and (not isinstance(name, str) or not name):
             raise ModuleError(f"module name must be a non-empty str, got {name!r}")
-        self._name = name if name is not None else _snake(type(self).__name__)
+        self._name = name if name is not None else tf_snake_case(type(self).__name__)
 
     @property
     def name(self) -> str:
         """The module's name (class name in snake_case unless given)."""
-        return self.__dict__.get("_name") or _snake(type(self).__name__)
+        return self.__dict__.get("_name") or tf_snake_case(type(self).__name__)
 
     # -- structure tracking ---------------------------------------------------
     def __setattr__(self, name, value):

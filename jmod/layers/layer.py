@@ -10,20 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmod import _scope, constraints, initializers, regularizers
+from jmod._naming import keras_snake_case
 from jmod.errors import JmodError, LayerCallError, SerializationError
 from jmod.layers.policy import DTypePolicy, dtype_policy
 from jmod.module import Module
 from jmod.random import Generator
+from jmod.signature import is_number_list
 from jmod.variables import Variable
 
 _name_counts: dict[str, int] = {}
-
-
-def _layer_snake(name):
-    # Keras' rule: digits stay with the word before them, so Conv2D is
-    # `conv2d` and MaxPooling2D `max_pooling2d` (not `conv2_d`).
-    s = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
 def unique_name(base):
@@ -83,13 +78,10 @@ def _shape_of(x):
     return tuple(np.shape(x))
 
 
-def _is_number_list(x):
-    if isinstance(x, list):
-        return len(x) > 0 and all(
-            _is_number_list(i) or (isinstance(i, (int, float)) and not isinstance(i, bool))
-            for i in x
-        )
-    return False
+def _is_input_number_list(x):
+    # `jmod.jit`'s rule for a list of numbers, but only a list: a tuple at the
+    # top is several inputs.
+    return isinstance(x, list) and is_number_list(x)
 
 
 def _map_shapes(inputs):
@@ -159,7 +151,7 @@ class Layer(Module):
             )
         if name is not None and not isinstance(name, str):
             raise SerializationError(f"layer name must be a str, got {type(name).__name__}")
-        super().__init__(name=name or unique_name(_layer_snake(type(self).__name__)))
+        super().__init__(name=name or unique_name(keras_snake_case(type(self).__name__)))
         self.built = False
         self.dtype_policy = DTypePolicy(dtype) if dtype is not None else dtype_policy()
         self.input_spec = None
@@ -399,7 +391,7 @@ class Layer(Module):
             kwargs.pop("mask", None)
         # A nested list of numbers (`layer([[2.0, 2.0, 2.0]])`, as in the guide) is one
         # input array, not a tree of scalars.
-        inputs = jax.tree_util.tree_map(self._convert_input, inputs, is_leaf=_is_number_list)
+        inputs = jax.tree_util.tree_map(self._convert_input, inputs, is_leaf=_is_input_number_list)
         try:
             # Checked before build too, so that a rejected input never builds the layer.
             self._check_input_spec(inputs, args, kwargs)
