@@ -76,3 +76,23 @@ def test_masked_gradient_under_jit_ignores_padding_embeddings():
     jax_grads = jax.jit(jax.grad(pure))(params)
     for p, g in grads.items():
         np.testing.assert_allclose(np.asarray(g), np.asarray(jax_grads[p]), rtol=1e-5, atol=1e-6)
+
+
+def test_functional_attention_gets_the_query_and_value_padding_masks():
+    ids = IDS
+    inputs = jmod.Input(shape=(None,), dtype="int32")
+    emb = L.Embedding(10, 4, mask_zero=True, embeddings_initializer=numpy_initializer(4))
+    x = emb(inputs)
+    mha = L.MultiHeadAttention(2, 3)
+    out = mha(x, x)
+    pooled = L.GlobalAveragePooling1D()(out)  # the query's mask reaches the pooling
+    model = jmod.Model(inputs, pooled)
+    got = np.asarray(model(ids))
+    keep = ids != 0
+    vectors = emb(ids)
+    attended = np.asarray(mha(vectors, vectors, query_mask=keep, value_mask=keep))
+    ref = np.stack([attended[i][keep[i]].mean(0) for i in range(len(ids))])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    # Without masks the padding would be attended to: the numbers differ.
+    unmasked = np.asarray(mha(vectors, vectors)).mean(1)
+    assert not np.allclose(unmasked, ref, atol=1e-3)

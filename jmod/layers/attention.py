@@ -274,6 +274,12 @@ class MultiHeadAttention(Layer):
             mask = causal if mask is None else mask & causal
         return mask
 
+    def compute_mask(self, inputs, mask=None):
+        """The query's padding mask (the output has the query's steps), as Keras."""
+        if isinstance(mask, (list, tuple)):
+            return mask[0] if mask else None
+        return mask
+
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)
         return (*input_shape[:-1], *(self._output_shape or (input_shape[-1],)))

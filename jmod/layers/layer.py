@@ -497,7 +497,12 @@ def call_with_mask(layer, inputs, mask=None, args=(), **kwargs):
         >>> mask.tolist()
         [[True, False]]
     """
-    if mask is not None and "mask" not in kwargs and takes_mask(layer):
+    if isinstance(mask, list) and "query_mask" in getattr(type(layer), "_jmod_call_takes", ()):
+        # Attention: one padding mask per input (query, value, key), as Keras hands them.
+        for key, m in zip(("query_mask", "value_mask", "key_mask"), mask):
+            if m is not None and kwargs.get(key) is None:
+                kwargs[key] = m
+    elif mask is not None and "mask" not in kwargs and takes_mask(layer):
         kwargs["mask"] = mask
     outputs = layer(inputs, *args, **kwargs)
     compute = getattr(layer, "compute_mask", None)

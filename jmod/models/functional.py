@@ -504,7 +504,10 @@ class Graph:
             if isinstance(node.layer, InputLayer):
                 continue
             inputs, args, kwargs = node.call_args(lambda t: values[id(t)])
-            mask = masks.get(id(node.inputs[0])) if len(node.inputs) == 1 else None
+            mask = [masks.get(id(t)) for t in node.inputs]
+            mask = (
+                mask[0] if len(mask) == 1 else (mask if any(m is not None for m in mask) else None)
+            )
             out, out_mask = call_with_mask(node.layer, inputs, mask, args, **kwargs)
             if out_mask is not None and len(node.flat_outputs) == 1:
                 masks[id(node.flat_outputs[0])] = out_mask
