@@ -218,4 +218,3 @@ def make(model, identifier, auto_scale_loss=True):
     ):
         options["dynamic_loss_scale"] = True
     return Optimizer(model, transformation, **options)
-
