@@ -123,33 +123,15 @@ class Checkpoint:
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        then = None if on_written is None else (lambda: on_written(path))
         # Every value from the same moment (another thread may be training),
         # pinned so a donating train step copies instead of deleting them.
         named = self.named_variables()
         arrays, ticket = _scope.snapshot([v for _, v in named])
-        values = dict(zip([k for k, _ in named], arrays))
         try:
-            if _sharded.needs_sharded_write(values):
-                # Several processes or sharded values: each process writes the
-                # blocks it holds. Across processes the write is collective, so
-                # it runs here even when not blocking (a thread could interleave
-                # its collectives with the training step's).
-                if blocking or jax.process_count() > 1:
-                    _sharded.write(path, values)
-                    work = None
-                else:
-                    held = _sharded.snapshot(values)
-                    work = functools.partial(_sharded.write, path, held)
-            elif blocking:
-                # Zero-copy on CPU: the arrays' own memory streams to the file.
-                _format.write_checkpoint(path, values)
-                work = None
-            else:
-                host = _snapshot(values)
-                work = functools.partial(_format.write_checkpoint, path, host)
+            work = _write_or_defer(path, dict(zip([k for k, _ in named], arrays)), blocking)
         finally:
             _scope.unpin(ticket)
+        then = None if on_written is None else functools.partial(on_written, path)
         if blocking:
             if then is not None:
                 then()
@@ -455,6 +437,26 @@ class WriteHandle:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _write_or_defer(path: str, values: dict, blocking: bool):
+    """Writes `values` now, or returns the work that writes host copies of them later.
+
+    None when the write is done here: when blocking, and for a collective
+    write across processes, which runs here even when not blocking (a thread
+    could interleave its collectives with the training step's).
+    """
+    if _sharded.needs_sharded_write(values):
+        # Several processes or sharded values: each process writes the blocks it holds.
+        if blocking or jax.process_count() > 1:
+            _sharded.write(path, values)
+            return None
+        return functools.partial(_sharded.write, path, _sharded.snapshot(values))
+    if blocking:
+        # Zero-copy on CPU: the arrays' own memory streams to the file.
+        _format.write_checkpoint(path, values)
+        return None
+    return functools.partial(_format.write_checkpoint, path, _snapshot(values))
 
 
 def _check_savable(name, obj):
