@@ -16,6 +16,7 @@ import os
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -103,7 +104,9 @@ class Checkpoint:
             named.append((SAVE_COUNTER, self._save_counter))
         return named
 
-    def write(self, path, blocking: bool = True, *, on_written=None):
+    def write(
+        self, path, blocking: bool = True, *, on_written: Callable[[str], object] | None = None
+    ):
         """Writes the variables' current values as the checkpoint `path`.
 
         Makes `path.index` and `path.data-00000-of-00001` (through temporary
