@@ -25,7 +25,7 @@ from jmod import (
 from jmod._version import __version__
 from jmod.bridge import functional_call
 from jmod.checkpoint import Checkpoint, CheckpointManager
-from jmod.compile import jit
+from jmod.compiled import jit
 from jmod.distributed import DistributedError, ShardingError
 from jmod.errors import (
     CheckpointError,

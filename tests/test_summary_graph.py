@@ -287,7 +287,7 @@ def test_trace_export_stops_tracing(tmp_path):
     summary.trace_on()
     with writer.as_default():
         summary.trace_export("t", step=0)
-    assert trace._state is None and not jmod.compile.TRACE_HOOKS
+    assert trace._state is None and not jmod.compiled.TRACE_HOOKS
     with pytest.raises(summary.SummaryError, match="tracing is off.*trace_on"):
         summary.trace_export("t", step=1)
     writer.close()
@@ -298,7 +298,7 @@ def test_trace_on_twice_and_trace_off():
     with pytest.raises(summary.SummaryError, match="already on"):
         summary.trace_on()
     summary.trace_off()
-    assert not jmod.compile.TRACE_HOOKS
+    assert not jmod.compiled.TRACE_HOOKS
     summary.trace_off()  # harmless when off
 
 

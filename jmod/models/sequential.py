@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from jmod import _sampling, saving
-from jmod.compile import jit
+from jmod.compiled import jit
 from jmod.errors import ModuleError, SerializationError
 from jmod.layers import layer as _layer
 from jmod.layers.layer import Layer, call_with_mask

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jmod import _version
 from jmod.checkpoint import Checkpoint
-from jmod.compile import Compiled, JitFunction
+from jmod.compiled import Compiled, JitFunction
 from jmod.errors import TraceError
 from jmod.module import Module
 from jmod.saved_model import _format

@@ -67,7 +67,7 @@ def trace_on(graph=True, profiler=False):
         SummaryError: tracing is already on.
     """
     global _state
-    from jmod import compile as _compile
+    from jmod import compiled as _compiled
 
     with _lock:
         if _state is not None:
@@ -82,7 +82,7 @@ def trace_on(graph=True, profiler=False):
             profile_dir = tempfile.mkdtemp(prefix="jmod_profile_")
             _profiler.start(profile_dir)
         _state = _TraceState(graph, profile_dir)
-        _compile.TRACE_HOOKS.append(_state.hook)
+        _compiled.TRACE_HOOKS.append(_state.hook)
 
 
 def trace_off():
@@ -158,12 +158,12 @@ def trace_export(name, step=None, profiler_outdir=None):
 
 def _stop():
     global _state
-    from jmod import compile as _compile
+    from jmod import compiled as _compiled
 
     with _lock:
         state, _state = _state, None
-    if state is not None and state.hook in _compile.TRACE_HOOKS:
-        _compile.TRACE_HOOKS.remove(state.hook)
+    if state is not None and state.hook in _compiled.TRACE_HOOKS:
+        _compiled.TRACE_HOOKS.remove(state.hook)
     return state
 
 

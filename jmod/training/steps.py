@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jmod import _scope
 from jmod import random as jrandom
-from jmod.compile import jit
+from jmod.compiled import jit
 from jmod.module import Module
 
 

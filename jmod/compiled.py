@@ -32,7 +32,7 @@ from jmod.variables import Variable, _strong
 logger = logging.getLogger("jmod")
 
 # Callables told about every finished trace (jmod.summary's graph recorder).
-TRACE_HOOKS = []
+TRACE_HOOKS: list = []
 
 # The concrete array type, learned from the first array a call receives:
 # making one at import would start the XLA backend, after which
