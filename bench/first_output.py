@@ -432,13 +432,20 @@ ROWS = [  # (label, function prefix, cache)
 ]
 
 
+_FRAMEWORK = {"jax": "jax", "jmod": "jmod", "keras": "keras", "nnx": "flax.nnx"}
+
+
 def _child(name):
+    import importlib
+
     import numpy as np
 
+    importlib.import_module(_FRAMEWORK[name.split("_")[0]])
+    imported = time.perf_counter() - _T0
     data = _data()
     out = globals()[name](data)
     np.asarray(out)  # on the host: the first output exists
-    print(json.dumps({"seconds": time.perf_counter() - _T0}))
+    print(json.dumps({"seconds": time.perf_counter() - _T0, "import": imported}))
 
 
 def _measure(name, cache_dir):
@@ -456,7 +463,7 @@ def _measure(name, cache_dir):
         tail = done.stderr.strip().splitlines()[-1:] or ["?"]
         print(f"  {name} failed: {tail[0]}", file=sys.stderr)
         return None
-    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _versions():
@@ -501,9 +508,12 @@ def main():
                     cache_dir = None
                     if mode is not None:
                         cache_dir = os.path.join(cache, "jit" if prefix == "jmod_jit" else "seq")
-                    seconds = _measure(name, cache_dir)
-                    if seconds is not None:
+                    got = _measure(name, cache_dir)
+                    seconds = None if got is None else got["seconds"]
+                    if got is not None:
                         times.setdefault((label, case), []).append(seconds)
+                        after = got["seconds"] - got["import"]
+                        times.setdefault((label + " after import", case), []).append(after)
                     print(f"  rep {rep + 1} {case:12s} {label:28s} {seconds}", file=sys.stderr)
             finally:
                 shutil.rmtree(cache, ignore_errors=True)
@@ -528,11 +538,17 @@ def main():
             ratio = statistics.median(got) / statistics.median(base) if got and base else None
             cells.append(f"{ratio:.2f}x" if ratio else "")
         print("| " + " | ".join([f"{label:{width}s}", *[f"{c:>12s}" for c in cells]]) + " |")
-    print("\nSecond start (warm cache / cold cache, goal <= 0.10x):")
+    print("\nSecond start (warm cache / cold cache, goal <= 0.10x); the same after the import:")
     for case in args.cases:
-        cold, warm = times.get(("jmod (cold cache)", case)), times.get(("jmod (warm cache)", case))
-        if cold and warm:
-            print(f"  {case:12s} {statistics.median(warm) / statistics.median(cold):.2f}x")
+        ratios = []
+        for suffix in ("", " after import"):
+            cold = times.get(("jmod (cold cache)" + suffix, case))
+            warm = times.get(("jmod (warm cache)" + suffix, case))
+            if cold and warm:
+                cold, warm = statistics.median(cold), statistics.median(warm)
+                ratios.append(f"{warm / cold:.2f}x ({warm:.2f} s / {cold:.2f} s)")
+        if ratios:
+            print(f"  {case:12s} whole: {ratios[0]}   after import: {ratios[-1]}")
 
 
 if __name__ == "__main__":
