@@ -315,6 +315,10 @@ class Compiled:
 
     def _run_planned(self, plan, dyn, static, outer):
         for _ in range(_MAX_CAPTURES):
+            # Inside another computation its values are this call's inputs. Read
+            # outside the `try`: a variable the enclosing trace does not know is
+            # that trace's capture (it retraces), not this call's.
+            leaves = None if outer is None else [outer.read(v) for v in plan.vars]
             call = _Call(self, plan)
             token = _calling.set(call)
             try:
@@ -322,10 +326,10 @@ class Compiled:
                     # Donated buffers are gone once dispatched: nobody may read
                     # the variables until the new values are in.
                     with _scope.lock:
-                        out, assigned, created = self._dispatch(plan, dyn, static, outer)
+                        out, assigned, created = self._dispatch(plan, dyn, static, leaves)
                         self._finish(call, plan, assigned, created, outer)
                     return out
-                out, assigned, created = self._dispatch(plan, dyn, static, outer)
+                out, assigned, created = self._dispatch(plan, dyn, static, leaves)
             except _scope.Capture as capture:
                 # A variable outside the plan (the global generator): make it an input.
                 self._add_capture(capture.variable)
@@ -337,10 +341,8 @@ class Compiled:
             return out
         raise TraceError(f"{self.__qualname__}: variables kept appearing while tracing")
 
-    def _dispatch(self, plan, dyn, static, outer):
-        if outer is not None:
-            # Inside another computation: its values are this call's inputs.
-            leaves = [outer.read(v) for v in plan.vars]
+    def _dispatch(self, plan, dyn, static, leaves):
+        if leaves is not None:
             return plan.jitted(leaves, dyn, static)
         if self._donate:
             with _scope.lock:
