@@ -13,6 +13,7 @@ Example:
 
 import jax.numpy as jnp
 
+from jmod import _named_objects
 from jmod.errors import SerializationError
 
 _EPSILON = 1e-7  # Keras' backend.epsilon()
@@ -181,28 +182,7 @@ def get(identifier):
     Raises:
         SerializationError: for an unknown name or a value of another type.
     """
-    if identifier is None or isinstance(identifier, Constraint) or callable(identifier):
-        return identifier
-    if isinstance(identifier, str):
-        name = _ALIASES.get(identifier, identifier)
-        if name not in ALL:
-            raise SerializationError(
-                f"unknown constraint {identifier!r}; expected one of {sorted(_ALIASES)}"
-            )
-        return ALL[name]()
-    if isinstance(identifier, dict) and "class_name" in identifier:
-        name = _ALIASES.get(identifier["class_name"], identifier["class_name"])
-        cls = ALL.get(name) or _registered(name)
-        if cls is None:
-            raise SerializationError(
-                f"unknown constraint class {identifier['class_name']!r}; expected one of "
-                f"{sorted(ALL)} or a class registered with @jmod.saving.register_serializable()"
-            )
-        return cls.from_config(identifier.get("config") or {})
-    raise SerializationError(
-        f"a constraint is None, a name, a config dict or a callable, got "
-        f"{type(identifier).__name__}"
-    )
+    return _named_objects.get(identifier, Constraint, ALL, _ALIASES, "constraint")
 
 
 def serialize(constraint):
@@ -215,20 +195,7 @@ def serialize(constraint):
     Raises:
         SerializationError: for a plain callable, which a config could not name.
     """
-    if constraint is None:
-        return None
-    cls = type(constraint)
-    if ALL.get(cls.__name__) is cls:
-        return {"class_name": cls.__name__, "config": constraint.get_config()}
-    saving = _saving()
-    name = saving.get_registered_name(cls) if saving is not None else None
-    if name and saving.get_registered_object(name) is cls and hasattr(cls, "get_config"):
-        return {"class_name": name, "config": constraint.get_config()}
-    raise SerializationError(
-        f"cannot serialize constraint {constraint!r:.60}: a config names built-in "
-        f"constraints ({sorted(ALL)}) or classes registered with "
-        "@jmod.saving.register_serializable()"
-    )
+    return _named_objects.serialize(constraint, ALL, "constraint")
 
 
 def apply(module, paths=None):
@@ -254,17 +221,3 @@ def apply(module, paths=None):
         pairs = [(v, con) for v, con in pairs if id(v) in wanted]
     for var, con in pairs:
         var.assign(con(var.value).astype(var.dtype))
-
-
-def _saving():
-    try:
-        from jmod import saving
-    except ImportError:
-        return None
-    return saving
-
-
-def _registered(name):
-    saving = _saving()
-    cls = saving.get_registered_object(name) if saving is not None else None
-    return cls if hasattr(cls, "from_config") else None

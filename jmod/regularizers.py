@@ -8,6 +8,7 @@ Example:
 
 import jax.numpy as jnp
 
+from jmod import _named_objects
 from jmod.errors import SerializationError
 
 
@@ -83,28 +84,7 @@ def get(identifier):
     Raises:
         SerializationError: for an unknown name or a value of another type.
     """
-    if identifier is None or isinstance(identifier, Regularizer) or callable(identifier):
-        return identifier
-    if isinstance(identifier, str):
-        name = _ALIASES.get(identifier, identifier)
-        if name not in ALL:
-            raise SerializationError(
-                f"unknown regularizer {identifier!r}; expected one of {sorted(_ALIASES)}"
-            )
-        return ALL[name]()
-    if isinstance(identifier, dict) and "class_name" in identifier:
-        name = _ALIASES.get(identifier["class_name"], identifier["class_name"])
-        cls = ALL.get(name) or _registered(name)
-        if cls is None:
-            raise SerializationError(
-                f"unknown regularizer class {identifier['class_name']!r}; expected one of "
-                f"{sorted(ALL)} or a class registered with @jmod.saving.register_serializable()"
-            )
-        return cls.from_config(identifier.get("config", {}))
-    raise SerializationError(
-        f"a regularizer is None, a name, a config dict or a callable, got "
-        f"{type(identifier).__name__}"
-    )
+    return _named_objects.get(identifier, Regularizer, ALL, _ALIASES, "regularizer")
 
 
 def serialize(regularizer):
@@ -113,32 +93,4 @@ def serialize(regularizer):
     Raises:
         SerializationError: for a plain callable, which a config could not name.
     """
-    if regularizer is None:
-        return None
-    cls = type(regularizer)
-    if ALL.get(cls.__name__) is cls:
-        return {"class_name": cls.__name__, "config": regularizer.get_config()}
-    saving = _saving()
-    name = saving.get_registered_name(cls) if saving is not None else None
-    if name and saving.get_registered_object(name) is cls and hasattr(cls, "get_config"):
-        return {"class_name": name, "config": regularizer.get_config()}
-    raise SerializationError(
-        f"cannot serialize regularizer {regularizer!r:.60}: a config names built-in "
-        f"regularizers ({sorted(ALL)}) or classes registered with "
-        "@jmod.saving.register_serializable()"
-    )
-
-
-def _saving():
-    # jmod.saving imports layers, which import this module: look it up late.
-    try:
-        from jmod import saving
-    except ImportError:
-        return None
-    return saving
-
-
-def _registered(name):
-    saving = _saving()
-    cls = saving.get_registered_object(name) if saving is not None else None
-    return cls if hasattr(cls, "from_config") else None
+    return _named_objects.serialize(regularizer, ALL, "regularizer")
